@@ -1,0 +1,30 @@
+"""Shared test fixtures. Tests never touch the network or the repository's data/ folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def tiny_settings(tmp_path: Path):
+    """Tiny-profile settings whose data root and MLflow store live in a temporary folder."""
+    from eliverec.config import load_settings
+
+    return load_settings(
+        "tiny",
+        overrides=[f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db"],
+        params=PARAMS,
+        data_dir=tmp_path / "data",
+    )
