@@ -3,7 +3,8 @@
 ``params.yaml`` is the single source of truth: its top-level sections are the
 ``default`` profile; ``profiles.<name>`` holds deep overrides for the other
 profiles (``tiny`` for tests, ``paper`` for the paper's hyper-parameters).
-Overrides ``a.b=c`` (CLI ``--set``) are applied last. Unknown keys and bad
+``$MLFLOW_TRACKING_URI``, ``$ELIVEREC_DATA_DIR`` and ``$ELIVEREC_PROFILE`` override the file
+(for containers); overrides ``a.b=c`` (CLI ``--set``) are applied last. Unknown keys and bad
 values are errors that name the key.
 
 The search order for ``params.yaml``: the explicit path, ``$ELIVEREC_PARAMS``,
@@ -98,6 +99,17 @@ class TrainConfig(Section):
     lr: float = Field(gt=0.0)
     grad_clip: float = Field(ge=0.0)
     nproc: int = Field(ge=1)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    checkpoint_every: int = Field(default=500, ge=0)  # steps between checkpoints (0: epoch ends only)
+    eval_every: int = Field(default=0, ge=0)  # steps between validations (0: epoch ends only)
+    patience: int = Field(default=2, ge=0)  # validations without improvement before stopping (0: off)
+    min_delta: float = Field(default=0.0, ge=0.0)  # smallest validation AUC gain that counts
+    val_share: float = Field(default=0.1, ge=0.0, lt=1.0)  # time-ordered tail of the training days
+    amp: bool = True  # mixed precision, on GPU only
+    amp_dtype: Literal["bf16", "fp16"] = "bf16"
+    num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes per rank
+    log_every: int = Field(default=50, ge=1)  # steps between MLflow metric writes
+    max_steps: int = Field(default=0, ge=0)  # stop after this many steps in total (0: no limit)
 
 
 # --------------------------------------------------------------------------- tracking
@@ -107,6 +119,16 @@ class TrackingConfig(Section):
     uri: str
     experiment: str
     registered_model: str
+    log_model: bool = True  # log the trained model as an MLflow pyfunc
+
+
+# --------------------------------------------------------------------------- evaluation
+class EvaluationConfig(Section):
+    """Offline metrics (paper section V-C) and their report."""
+
+    k: int = Field(default=10, ge=1)  # cut-off of Prec@K and NDCG@K
+    calibration_bins: int = Field(default=10, ge=2)
+    batch_size: int = Field(default=4096, ge=1)  # scoring batch size
 
 
 class Settings(Section):
@@ -121,6 +143,7 @@ class Settings(Section):
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def section_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for logging with runs and models)."""
@@ -209,6 +232,8 @@ def load_settings(
         raise ConfigError(f"{path}: unknown profile '{chosen}' (known: {known})")
     tree = deep_merge(raw, profiles.get(chosen) or {}, "") if chosen in profiles else copy.deepcopy(raw)
     tree["profile"] = chosen
+    if os.environ.get("MLFLOW_TRACKING_URI") and isinstance(tree.get("tracking"), dict):
+        tree["tracking"]["uri"] = os.environ["MLFLOW_TRACKING_URI"]
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(tree, parts, value)
@@ -229,11 +254,11 @@ def _resolve(p: Path, root: Path) -> Path:
 
 
 def _resolve_tracking(section: Any, root: Path) -> Any:
-    """``$MLFLOW_TRACKING_URI`` wins; a relative ``sqlite:///`` path resolves against ``root``."""
+    """A relative ``sqlite:///`` path resolves against ``root`` (the folder of params.yaml)."""
     if not isinstance(section, dict):
         return section
     section = dict(section)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or str(section.get("uri", ""))
+    uri = str(section.get("uri", ""))
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_absolute():
         uri = prefix + str(_resolve(Path(uri[len(prefix) :]), root))

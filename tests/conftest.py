@@ -28,3 +28,11 @@ def tiny_settings(tmp_path: Path):
         params=PARAMS,
         data_dir=tmp_path / "data",
     )
+
+
+@pytest.fixture(autouse=True)
+def _isolate_mlflow_env(monkeypatch: pytest.MonkeyPatch):
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; keep it from leaking between tests."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    yield

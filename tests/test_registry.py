@@ -1,0 +1,107 @@
+"""Registry: registration, audited promotion, refusal of failed versions, rollback, races."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from eliverec import registry
+from eliverec.config import Settings
+from tests.conftest import PARAMS
+
+
+def _log_model(settings: Settings) -> tuple[str, str]:
+    import mlflow
+    import pandas as pd
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+            return pd.Series([0.5] * len(model_input))
+
+    mlflow.set_tracking_uri(settings.tracking.uri)
+    mlflow.set_experiment("registry-test")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("test/auc", 0.61)
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
+    return info.model_uri, run.info.run_id
+
+
+@pytest.fixture
+def versions(tiny_settings: Settings) -> list[str]:
+    out = []
+    for verdict in ("pass", "pass", "fail"):
+        uri, run_id = _log_model(tiny_settings)
+        v = registry.register(tiny_settings, uri, {"model_name": "x", "data_window": "d1..d2"}, run_id=run_id)
+        registry.set_verdict(tiny_settings, v, verdict)
+        out.append(v)
+    return out
+
+
+def test_promote_rollback_and_audit(tiny_settings: Settings, versions: list[str]) -> None:
+    v1, v2, v3 = versions
+    registry.bootstrap_champion(tiny_settings, v1, "first champion")
+    registry.set_challenger(tiny_settings, v2, "gate passed")
+    registry.promote(tiny_settings, v2, "A/B won")
+    assert registry.alias_version(tiny_settings, registry.CHAMPION) == v2
+    registry.rollback(tiny_settings, "conversion dropped")
+    assert registry.alias_version(tiny_settings, registry.CHAMPION) == v1
+    audit = registry.read_audit(tiny_settings)
+    assert [(r["action"], r["from_version"], r["to_version"]) for r in audit] == [
+        ("bootstrap", None, v1), ("challenger", None, v2), ("promote", v1, v2), ("rollback", v2, v1)]
+    assert all(r["actor"] and r["ts"] and r["reason"] for r in audit)
+    rows = {r["version"]: r for r in registry.list_versions(tiny_settings)}
+    assert rows[v1]["aliases"] == ["champion"] and rows[v2]["aliases"] == ["challenger"]
+    assert rows[v3]["verdict"] == "fail" and rows[v1]["auc"] == pytest.approx(0.61)
+
+
+def test_failed_version_is_refused_without_force(tiny_settings: Settings, versions: list[str]) -> None:
+    v1, _, v3 = versions
+    registry.bootstrap_champion(tiny_settings, v1, "first")
+    with pytest.raises(registry.RegistryError, match="refusing to promote"):
+        registry.promote(tiny_settings, v3, "I want it")
+    with pytest.raises(registry.RegistryError, match="reason"):
+        registry.promote(tiny_settings, v3, " ", force=True)
+    assert registry.alias_version(tiny_settings, registry.CHAMPION) == v1
+    rec = registry.promote(tiny_settings, v3, "hotfix approved by on-call", force=True)
+    assert rec.forced and registry.alias_version(tiny_settings, registry.CHAMPION) == v3
+    with pytest.raises(registry.RegistryError, match="not found"):
+        registry.promote(tiny_settings, "999", "nope")
+
+
+def _promote_in_process(data_dir: str, uri: str, version: str) -> None:
+    from eliverec.config import load_settings
+
+    s = load_settings("tiny", overrides=[f"tracking.uri={uri}"], params=PARAMS, data_dir=data_dir)
+    registry.promote(s, version, f"race {version}")
+
+
+def test_racing_promotions_leave_consistent_state(tiny_settings: Settings, versions: list[str]) -> None:
+    v1, v2, _ = versions
+    uri, run_id = _log_model(tiny_settings)
+    v4 = registry.register(tiny_settings, uri, {}, run_id=run_id)
+    registry.set_verdict(tiny_settings, v4, "pass")
+    registry.bootstrap_champion(tiny_settings, v1, "first")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_promote_in_process, args=(str(tiny_settings.data_dir), tiny_settings.tracking.uri, v))
+             for v in (v2, v4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    audit = registry.read_audit(tiny_settings)[1:]
+    assert sorted(r["to_version"] for r in audit) == sorted([v2, v4])
+    # the log is a chain: the second change starts where the first ended, and the alias is the last "to"
+    assert audit[1]["from_version"] == audit[0]["to_version"]
+    assert registry.alias_version(tiny_settings, registry.CHAMPION) == audit[1]["to_version"]
+
+
+def test_rollback_without_history_is_refused(tiny_settings: Settings, versions: list[str]) -> None:
+    with pytest.raises(registry.RegistryError, match="no champion"):
+        registry.rollback(tiny_settings, "x")
+    registry.bootstrap_champion(tiny_settings, versions[0], "first")
+    with pytest.raises(registry.RegistryError, match="no previous champion"):
+        registry.rollback(tiny_settings, "x")
+    assert Path(registry.audit_path(tiny_settings)).exists()
