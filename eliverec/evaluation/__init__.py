@@ -1,0 +1,1 @@
+"""Offline evaluation: the paper's metrics (:mod:`.metrics`) and test-day reports (:mod:`.evaluate`)."""

@@ -1,0 +1,136 @@
+"""Score a test day with a logged model and write the offline evaluation report.
+
+``evaluate(settings, model_uri, date)`` loads the model from MLflow (``models:/name@alias``,
+``models:/m-...``, ``runs:/<run>/model``), scores every sample of ``<data_dir>/features/<date>/``
+and writes ``<data_dir>/reports/evaluation/<date>/<name>.json`` and ``.md``: the metrics of
+:mod:`eliverec.evaluation.metrics` overall and per segment, and the reliability table. Segments use
+the impression counts of the ``features.train_days`` days before ``date`` (those present).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eliverec.config import Settings
+from eliverec.errors import EliverecError
+from eliverec.evaluation.metrics import compute_metrics, reliability_table, segment_metrics
+from eliverec.features.batch import LABELS
+from eliverec.training.data import ArrayDataset, day_dir, features_root, load_days, previous_days
+
+SCORE_CHUNK = 65536  # rows per pyfunc call (bounded memory on big days)
+
+
+def report_name(model_uri: str) -> str:
+    """A file-name-safe name for a model URI.
+
+    >>> report_name("models:/eliverec-ranker@champion"), report_name("runs:/abc123/model")
+    ('eliverec-ranker@champion', 'abc123-model')
+    """
+    body = re.sub(r"^[a-z]+:/+", "", model_uri)
+    return re.sub(r"[^A-Za-z0-9@._-]+", "-", body).strip("-") or "model"
+
+
+def load_model(settings: Settings, model_uri: str) -> Any:
+    """The pyfunc model behind ``model_uri`` (a clear error when it cannot be found)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking.uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # MLflow raises several types for a bad URI
+        raise EliverecError(f"cannot load model '{model_uri}' from {settings.tracking.uri}: {exc}") from exc
+
+
+def score(model: Any, ds: ArrayDataset) -> pd.DataFrame:
+    """Every task output for every row of ``ds``, in chunks."""
+    parts = []
+    for start in range(0, len(ds), SCORE_CHUNK):
+        batch = ds[np.arange(start, min(start + SCORE_CHUNK, len(ds)))]
+        parts.append(model.predict({k: v.numpy() for k, v in batch.items() if k not in LABELS and k != "ts"}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def scored_frame(ds: ArrayDataset, preds: pd.DataFrame) -> pd.DataFrame:
+    """Ids, labels and ``pred_<label>`` columns, as :func:`compute_metrics` reads them."""
+    frame = pd.DataFrame({"user": ds.column("user"), "channel": ds.column("channel")[:, 0]})
+    for label in LABELS:
+        frame[label] = ds.column(label)
+        frame[f"pred_{label}"] = preds[label].to_numpy()
+    return frame
+
+
+def trailing_counts(settings: Settings, date: str) -> tuple[pd.Series, pd.Series]:
+    """Impressions per user and per channel in the training window before ``date`` (days present)."""
+    root = features_root(settings.data_dir)
+    days = [d for d in previous_days(date, settings.features.train_days) if (root / d).is_dir()]
+    if not days:
+        return pd.Series(dtype=np.int64), pd.Series(dtype=np.int64)
+    window = load_days(settings.data_dir, days)
+    users = pd.Series(window.column("user")).value_counts()
+    channels = pd.Series(window.column("channel")[:, 0]).value_counts()
+    return users, channels
+
+
+def evaluate(settings: Settings, model_uri: str, date: str, name: str | None = None) -> dict[str, Any]:
+    """Evaluate ``model_uri`` on the test day ``date``; returns the report (also written to disk)."""
+    folder = day_dir(settings.data_dir, date)
+    test = load_days(settings.data_dir, [date])
+    if len(test) == 0:
+        raise EliverecError(f"{folder}: the test day has no samples")
+    model = load_model(settings, model_uri)
+    frame = scored_frame(test, score(model, test))
+    cfg = settings.evaluation
+    users, channels = trailing_counts(settings, date)
+    metrics = compute_metrics(frame, cfg.k, cfg.calibration_bins)
+    metrics.update(segment_metrics(frame, users, channels, cfg.k, cfg.calibration_bins))
+    table = reliability_table(frame["watch"].to_numpy(), frame["pred_watch"].to_numpy(), cfg.calibration_bins)
+    report = {"model_uri": model_uri, "date": date, "rows": len(frame), "k": cfg.k,
+              "metrics": {k: _clean(v) for k, v in metrics.items()},
+              "reliability": [{k: _clean(v) for k, v in row.items()} for row in table.to_dict("records")]}
+    out = Path(settings.data_dir) / "reports" / "evaluation" / date
+    out.mkdir(parents=True, exist_ok=True)
+    stem = name or report_name(model_uri)
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(report, indent=2))
+    md_path.write_text(markdown(report))
+    report["paths"] = {"json": str(json_path), "markdown": str(md_path)}
+    return report
+
+
+def _clean(v: Any) -> Any:
+    """NaN as None (valid JSON); numpy scalars as Python numbers."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a short markdown page: headline metrics, segments, reliability table."""
+    m, k = report["metrics"], report["k"]
+    head = ["auc", "gauc", f"prec@{k}", f"ndcg@{k}", "stay_time/rmse", "goods_bag/auc", "product_click/auc",
+            "calibration/mean_pred", "calibration/observed", "calibration/ece"]
+    lines = [f"# Offline evaluation: `{report['model_uri']}` on {report['date']}", "",
+             f"{report['rows']} test impressions, {int(m.get('users') or 0)} users.", "",
+             "| metric | value |", "| --- | --- |", *[f"| {h} | {_fmt(m.get(h))} |" for h in head], "",
+             "## Segments", "", "| segment | rows | auc | gauc | prec@k | ndcg@k | calibration ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for seg in ("low_activity", "high_activity", "unpopular", "popular"):
+        g = lambda key, s=seg: m.get(f"segment/{s}/{key}")  # noqa: E731
+        lines.append(f"| {seg} | {_fmt(g('rows'))} | {_fmt(g('auc'))} | {_fmt(g('gauc'))} | {_fmt(g(f'prec@{k}'))} "
+                     f"| {_fmt(g(f'ndcg@{k}'))} | {_fmt(g('calibration/ratio'))} |")
+    lines += ["", "## Reliability (watch)", "", "| bin | count | mean predicted | observed |",
+              "| --- | --- | --- | --- |"]
+    lines += [f"| {r['lo']:.1f}-{r['hi']:.1f} | {r['count']} | {_fmt(r['mean_pred'])} | {_fmt(r['observed'])} |"
+              for r in report["reliability"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,65 @@
+"""`evaluate` scores a test day with a logged model and writes the report; the CLI wraps it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from eliverec.errors import DataError, EliverecError
+from eliverec.evaluation.evaluate import evaluate, load_model, score, scored_frame
+from eliverec.training.data import load_days
+from eliverec.training.trainer import train
+from tests.training.toy import BUILDER, LOSS, toy_world
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    s, dates = toy_world(tmp, "train.epochs=1")
+    res = train(s, end_date=dates[-1], builder=BUILDER, loss_builder=LOSS)
+    return s, dates, res
+
+
+def test_report_written_with_metrics_segments_and_reliability(trained) -> None:
+    s, dates, res = trained
+    rep = evaluate(s, f"runs:/{res.run_id}/model", dates[-1])
+    m = rep["metrics"]
+    test = load_days(s.data_dir, [dates[-1]])
+    assert rep["rows"] == len(test) == m["rows"]
+    frame = scored_frame(test, score(load_model(s, res.model_uri), test))
+    assert m["auc"] == pytest.approx(roc_auc_score(frame["watch"], frame["pred_watch"]))
+    for key in ("gauc", "prec@10", "ndcg@10", "stay_time/rmse", "goods_bag/auc", "calibration/ece",
+                "segment/low_activity/gauc", "segment/popular/auc", "segment/unpopular/ndcg@10"):
+        assert key in m, key
+    assert m["segment/low_activity/rows"] + m["segment/high_activity/rows"] == rep["rows"]
+    assert sum(r["count"] for r in rep["reliability"]) == rep["rows"]
+    path = Path(rep["paths"]["json"])
+    assert path == s.data_dir / "reports" / "evaluation" / dates[-1] / f"{res.run_id}-model.json"
+    assert json.loads(path.read_text())["metrics"]["auc"] == m["auc"]
+    md = Path(rep["paths"]["markdown"]).read_text()
+    assert "| auc |" in md and "low_activity" in md
+
+
+def test_bad_uri_and_missing_day_are_clear_errors(trained) -> None:
+    s, dates, res = trained
+    with pytest.raises(EliverecError, match="cannot load model 'runs:/nope/model'"):
+        evaluate(s, "runs:/nope/model", dates[-1])
+    with pytest.raises(DataError, match="2030-01-01 is missing"):
+        evaluate(s, res.model_uri, "2030-01-01")
+
+
+def test_cli_evaluate_and_train_errors(trained) -> None:
+    from eliverec.cli import app
+
+    s, dates, res = trained
+    common = ["--profile", "tiny", "--data-dir", str(s.data_dir), "--set", f"tracking.uri={s.tracking.uri}"]
+    out = CliRunner().invoke(app, ["evaluate", "--model-uri", res.model_uri, "--date", dates[-1], "--name", "cli",
+                                   *common])
+    assert out.exit_code == 0, out.output
+    assert (s.data_dir / "reports" / "evaluation" / dates[-1] / "cli.md").exists()
+    bad = CliRunner().invoke(app, ["train", "--end-date", "2030-01-02", *common])
+    assert bad.exit_code == 1 and "eliverec features" in " ".join(bad.output.split())
