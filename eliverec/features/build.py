@@ -1,0 +1,398 @@
+"""The offline feature stage: point-in-time samples for a window of days (DESIGN section 3, "Samples").
+
+Days stream in time order from ``window_start - lookback_days`` to ``end_date``. A *carry*
+holds, per user, the last ``seq_len`` product clicks and watches (per channel, the last
+stats) known before the next day's earliest possible impression (its start minus the
+ingestion tolerance), plus everything after that cut-off; each day's events are added to
+it, the day's impressions are featurised in chunks of ``features.chunk_rows``, and the
+carry is compacted again. Memory is bounded by one day's events, the carry (users x
+seq_len) and one chunk of output, never by the window length.
+
+History for an impression in partition ``d`` comes from partitions ``<= d`` only, and only
+events known strictly before its ``ts`` (see :mod:`eliverec.features.pointintime`); labels
+come from the visit events of partitions ``d`` and ``d + 1`` when ``d + 1`` is in the window
+(a visit that crosses midnight), so a rebuild never depends on days outside the window.
+
+Outputs per window day ``<data_dir>/features/<date>/``: ``samples.parquet`` (one row per
+impression, row ``i`` = tensor row ``i``), ``tensors/<key>.npy`` per batch key,
+``feature_spec.json`` and ``_summary.json``; written to a temporary folder and swapped in.
+``<data_dir>/features/_build.json`` records the window, the split and every day's summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from eliverec.errors import DataError
+from eliverec.features import batch
+from eliverec.features.bronze import day_dir, day_start_ms, parse_date, read_dimension, read_event, require_window
+from eliverec.features.hashing import UNKNOWN, FeatureSpec
+from eliverec.features.pointintime import EventLog, visit_labels
+from eliverec.features.samples import (
+    DISK_DTYPES,
+    IMPRESSION_COLUMNS,
+    Context,
+    dim_take,
+    empty_log,
+    impression_features,
+    index_logs,
+    product_log,
+    stats_log,
+    watch_log,
+)
+
+log = logging.getLogger(__name__)
+VISIT_EVENTS: dict[str, list[str]] = {
+    "enter": ["user_id", "request_id", "channel_id"],
+    "leave": ["user_id", "request_id", "channel_id", "stay_ms"],
+    "goods_bag_click": ["user_id", "request_id", "channel_id"],
+    "channel_product_click": ["user_id", "request_id", "channel_id"],
+}
+
+
+def window_days(end_date: str, train_days: int) -> tuple[list[dt.date], dt.date]:
+    """``(train days, test day)``: the ``train_days`` days before ``end_date``, and ``end_date``.
+
+    >>> train, test = window_days("2026-09-08", 2)
+    >>> [d.isoformat() for d in train], test.isoformat()
+    (['2026-09-06', '2026-09-07'], '2026-09-08')
+    """
+    end = parse_date(end_date)
+    return [end - dt.timedelta(days=i) for i in range(train_days, 0, -1)], end
+
+
+def features_dir(data_dir: Path, day: dt.date | str) -> Path:
+    """``<data_dir>/features/<date>``."""
+    return Path(data_dir) / "features" / (day if isinstance(day, str) else day.isoformat())
+
+
+class _Day:
+    """One day's bronze inputs, read lazily."""
+
+    def __init__(self, data_dir: Path, day: dt.date) -> None:
+        self.data_dir, self.day = data_dir, day
+        self.users = read_dimension(data_dir, day, "users")
+        self.channels = read_dimension(data_dir, day, "channels")
+        self.products = read_dimension(data_dir, day, "products")
+
+    def logs(self, spec: FeatureSpec) -> tuple[EventLog, EventLog, EventLog]:
+        """Product clicks, watches and stats of this day, hashed with this day's dimension snapshots."""
+        pc_t = read_event(self.data_dir, self.day, "product_click", ["user_id", "ts", "product_id"])
+        prod = pc_t["product_id"].combine_chunks()
+        products = product_log(spec, pc_t["user_id"].combine_chunks(), pc_t["ts"].to_numpy(), prod,
+                               dim_take(prod, self.products, "product_id", "category_id"),
+                               dim_take(prod, self.products, "product_id", "brand_id"))
+        lv = read_event(self.data_dir, self.day, "leave", ["user_id", "ts", "channel_id", "stay_ms"])
+        ch = lv["channel_id"].combine_chunks()
+        watches = watch_log(spec, lv["user_id"].combine_chunks(), lv["ts"].to_numpy(), ch,
+                            dim_take(ch, self.channels, "channel_id", "anchor_id"),
+                            dim_take(ch, self.channels, "channel_id", "top_category"), lv["stay_ms"].to_numpy())
+        st = read_event(self.data_dir, self.day, "channel_stats",
+                        ["channel_id", "ts", "viewers", "revenue_window", "products_on_sale"])
+        on_sale = st["products_on_sale"].combine_chunks()
+        if isinstance(on_sale, pa.ChunkedArray):
+            on_sale = on_sale.combine_chunks()
+        flat_cat = dim_take(pc.list_flatten(on_sale), self.products, "product_id", "category_id")
+        offsets = pc.fill_null(on_sale.offsets, 0) if len(on_sale) else pa.array([0], pa.int32())
+        cats = pa.ListArray.from_arrays(offsets, flat_cat.cast(pa.string()))
+        stats = stats_log(spec, st["channel_id"].combine_chunks(), st["ts"].to_numpy(), st["viewers"].to_numpy(),
+                          st["revenue_window"].to_numpy(), cats)
+        return products, watches, stats
+
+    def impressions(self) -> pa.Table:
+        """The day's impressions, in a deterministic order (ts, request, position, channel)."""
+        t = read_event(self.data_dir, self.day, "impression", IMPRESSION_COLUMNS)
+        return t.sort_by([("ts", "ascending"), ("request_id", "ascending"), ("position", "ascending"),
+                          ("channel_id", "ascending")])
+
+
+def build_features(settings: Any, end_date: str, train_days: int | None = None, validate: bool = False
+                   ) -> dict[str, Any]:
+    """Build point-in-time samples for ``end_date - train_days .. end_date``; return the build summary.
+
+    Train split: the ``train_days`` days before ``end_date``; test split: ``end_date``. Raises
+    :class:`~eliverec.errors.DataError` when a window day's bronze folder or table is missing or
+    malformed; a missing look-back day is skipped with a warning. ``validate`` runs the samples
+    suite (:mod:`eliverec.features.expectations`) on every day afterwards and raises
+    :class:`~eliverec.errors.ValidationFailed` if any day fails (the samples stay on disk).
+    """
+    from rich.progress import Progress
+
+    f = settings.features
+    n_train = int(train_days if train_days is not None else f.train_days)
+    if n_train < 1:
+        raise ValueError(f"train_days must be >= 1 (got {n_train})")
+    train, test = window_days(end_date, n_train)
+    window = [*train, test]
+    history = [window[0] - dt.timedelta(days=i) for i in range(f.lookback_days, 0, -1)]
+    data_dir = Path(settings.data_dir)
+    require_window(data_dir, window)
+    spec = FeatureSpec.from_settings(settings)
+    tol = int(settings.ingest.ts_tolerance_ms)
+    carry = [empty_log(k, spec) for k in ("product", "watch", "stats")]
+    used_history: list[str] = []
+    days: dict[str, Any] = {}
+    visit_cache: dict[dt.date, dict[str, pa.Table]] = {}
+    started = time.perf_counter()
+    with Progress(transient=True) as progress:
+        task = progress.add_task("features", total=len(history) + len(window))
+        for day in [*history, *window]:
+            if day in history and not day_dir(data_dir, day).is_dir():
+                log.warning("look-back day %s has no bronze folder %s: skipped", day, day_dir(data_dir, day))
+                progress.advance(task)
+                continue
+            bronze = _Day(data_dir, day)
+            logs = bronze.logs(spec)
+            indexes = index_logs(*(EventLog.concat([c, d]) for c, d in zip(carry, logs, strict=True)))
+            if day in history:
+                used_history.append(day.isoformat())
+            else:
+                ctx = Context(spec, *indexes, bronze.users, bronze.channels)
+                labels = _labels_source(data_dir, day, window, visit_cache)
+                summary = _write_day(settings, spec, ctx, bronze.impressions(), labels, day,
+                                     "test" if day == test else "train", window, progress)
+                days[day.isoformat()] = summary
+            cutoff = day_start_ms(day + dt.timedelta(days=1)) - tol
+            carry = [indexes[0].compact(cutoff, f.seq_len), indexes[1].compact(cutoff, f.seq_len),
+                     indexes[2].compact(cutoff, 1)]
+            progress.advance(task)
+    elapsed = time.perf_counter() - started
+    rows = sum(s["rows"] for s in days.values())
+    result = {
+        "end_date": test.isoformat(), "train_days": [d.isoformat() for d in train], "test_day": test.isoformat(),
+        "history_days": used_history, "missing_history_days": [d.isoformat() for d in history
+                                                               if d.isoformat() not in used_history],
+        "spec_hash": spec.spec_hash, "rows": rows,
+        "train_rows": sum(s["rows"] for d, s in days.items() if d != test.isoformat()),
+        "test_rows": days[test.isoformat()]["rows"], "seconds": round(elapsed, 3),
+        "impressions_per_s": round(rows / elapsed, 1) if elapsed > 0 else None, "days": days,
+    }
+    out = data_dir / "features"
+    _atomic_text(out / "feature_spec.json", spec.to_json())
+    _atomic_text(out / "_build.json", json.dumps(result, indent=2))
+    if validate:
+        from eliverec.features.expectations import validate_window
+
+        result["validation"] = validate_window(settings, list(days))
+    return result
+
+
+def _labels_source(data_dir: Path, day: dt.date, window: list[dt.date], cache: dict[dt.date, dict[str, pa.Table]]
+                   ) -> dict[str, pa.Table]:
+    """Visit events of ``day`` and of the next day when it is in the window (cached, old days dropped)."""
+    for old in [d for d in cache if d < day]:
+        del cache[old]
+    if day not in cache:
+        cache[day] = _visits_of(data_dir, day)
+    nxt = day + dt.timedelta(days=1)
+    if nxt in window and nxt not in cache:
+        cache[nxt] = _visits_of(data_dir, nxt)
+    parts = [cache[d] for d in (day, nxt) if d in cache]
+    return {e: pa.concat_tables(p[e] for p in parts) for e in VISIT_EVENTS}
+
+
+def _visits_of(data_dir: Path, day: dt.date) -> dict[str, pa.Table]:
+    """The visit events of one day that carry labels."""
+    return {e: read_event(data_dir, day, e, cols) for e, cols in VISIT_EVENTS.items()}
+
+
+def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, visits: dict[str, pa.Table],
+               day: dt.date, split: str, window: list[dt.date], progress: Any) -> dict[str, Any]:
+    """Featurise one day in chunks into a temporary folder, then swap it in; return its summary."""
+    n = imp.num_rows
+    earliest = day_start_ms(day) - int(settings.ingest.ts_tolerance_ms)
+    if n and int(pc.min(imp["ts"]).as_py()) < earliest:
+        path = day_dir(Path(settings.data_dir), day) / "impression.parquet"
+        raise DataError(f"{path}: impressions before {day} minus ingest.ts_tolerance_ms; "
+                        "re-ingest the day (`eliverec ingest`) or raise the tolerance")
+    final = features_dir(settings.data_dir, day)
+    tmp = final.parent / f".{day.isoformat()}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "tensors").mkdir(parents=True)
+    shapes = _shapes(spec, n)
+    mm = {k: NpyWriter(tmp / "tensors" / f"{k}.npy", DISK_DTYPES[k], s) for k, s in shapes.items()}
+    acc = _Accumulator()
+    chunk = int(settings.features.chunk_rows)
+    task = progress.add_task(f"  {day.isoformat()} ({split})", total=max(n, 1))
+    with pq.ParquetWriter(tmp / "samples.parquet", _parquet_schema(), compression="zstd") as writer:
+        for a in range(0, n, chunk):
+            block = imp.slice(a, chunk)
+            arrays, extras = impression_features(ctx, block)
+            arrays.update(visit_labels(block["user_id"].combine_chunks(), block["request_id"].combine_chunks(),
+                                       block["channel_id"].combine_chunks(), visits, spec.min_stay_ms))
+            for k, v in arrays.items():
+                mm[k].write(v)
+            writer.write_table(_parquet_block(day, block, arrays, extras))
+            acc.add(arrays, extras["has_stats"].to_numpy(zero_copy_only=False))
+            progress.advance(task, len(block))
+    for m in mm.values():
+        m.close()
+    progress.remove_task(task)
+    summary = {"date": day.isoformat(), "split": split, "window": [window[0].isoformat(), window[-1].isoformat()],
+               "spec_hash": spec.spec_hash, "rows": n, **acc.result(), "hash_collisions": _collisions(spec, ctx)}
+    (tmp / "feature_spec.json").write_text(spec.to_json())
+    (tmp / "_summary.json").write_text(json.dumps(summary, indent=2))
+    _swap_in(tmp, final)
+    return summary
+
+
+class NpyWriter:
+    """Write a ``.npy`` file of known shape sequentially, chunk by chunk (read back with ``mmap_mode="r"``).
+
+    Plain appends instead of writes through ``open_memmap``: no page faults on fresh pages,
+    and the result is the same ``.npy`` format that ``np.load(..., mmap_mode="r")`` maps.
+    """
+
+    def __init__(self, path: Path, dtype: str, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
+        self.rows = 0
+        self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self.file, header)
+
+    def write(self, block: np.ndarray) -> None:
+        """Append rows (their trailing shape must match)."""
+        if block.shape[1:] != self.shape[1:]:
+            raise ValueError(f"{self.path}: block shape {block.shape} does not fit {self.shape}")
+        self.file.write(np.ascontiguousarray(block, dtype=self.dtype).data)
+        self.rows += len(block)
+
+    def close(self) -> None:
+        """Close; every declared row must have been written."""
+        self.file.close()
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"{self.path}: wrote {self.rows} rows of {self.shape[0]}")
+
+
+def _shapes(spec: FeatureSpec, n: int) -> dict[str, tuple[int, ...]]:
+    L, K = spec.seq_len, spec.dynamic_cats
+    return {
+        "user": (n,), "profile": (n, len(batch.PROFILE_FIELDS)), "context": (n, len(batch.CONTEXT_FIELDS)),
+        "position": (n,), "channel": (n, len(batch.CHANNEL_FIELDS)), "dynamic": (n, batch.DYNAMIC_DENSE),
+        "dynamic_cats": (n, K), "product_seq": (n, L, len(batch.PRODUCT_FIELDS)), "product_len": (n,),
+        "channel_seq": (n, L, len(batch.CHANNEL_FIELDS)), "channel_len": (n,),
+        **{k: (n,) for k in batch.LABELS},
+    }
+
+
+_PARQUET_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("date", pa.string()), ("ts", pa.int64()), ("user_id", pa.string()), ("request_id", pa.string()),
+    ("channel_id", pa.string()), ("anchor_id", pa.string()), ("top_category", pa.string()), ("scene", pa.string()),
+    ("position", pa.int32()), ("hour", pa.int32()), ("weekday", pa.int32()),
+    ("user_h", pa.int32()), ("gender_h", pa.int32()), ("age_bucket_h", pa.int32()), ("city_tier_h", pa.int32()),
+    ("register_bucket", pa.int32()), ("scene_h", pa.int32()), ("position_id", pa.int32()),
+    ("channel_h", pa.int32()), ("anchor_h", pa.int32()), ("category_h", pa.int32()),
+    ("has_stats", pa.bool_()), ("log_viewers", pa.float32()), ("log_revenue_window", pa.float32()),
+    ("log_n_on_sale", pa.float32()), ("log_stats_age_min", pa.float32()),
+    ("dynamic_cats_n", pa.int32()), ("dynamic_cats_max", pa.int32()),
+    ("product_len", pa.int32()), ("channel_len", pa.int32()),
+    ("product_seq_nonpad", pa.int32()), ("channel_seq_nonpad", pa.int32()),
+    ("product_seq_max", pa.int32()), ("category_seq_max", pa.int32()), ("brand_seq_max", pa.int32()),
+    ("channel_seq_max", pa.int32()), ("anchor_seq_max", pa.int32()), ("channel_category_seq_max", pa.int32()),
+    ("watch", pa.float32()), ("stay_time", pa.float32()), ("goods_bag", pa.float32()), ("product_click", pa.float32()),
+]
+
+
+def _parquet_schema() -> pa.Schema:
+    return pa.schema(_PARQUET_FIELDS)
+
+
+def _parquet_block(day: dt.date, imp: pa.Table, a: dict[str, np.ndarray], extras: dict[str, pa.Array]) -> pa.Table:
+    """Readable ids, hashed fields, dense context, sequence summaries (for validation) and labels."""
+    ps, cs = a["product_seq"], a["channel_seq"]
+    cols: dict[str, Any] = {
+        "date": pa.array([day.isoformat()] * imp.num_rows, pa.string()), "ts": imp["ts"],
+        "user_id": imp["user_id"], "request_id": imp["request_id"], "channel_id": imp["channel_id"],
+        "anchor_id": extras["anchor_id"], "top_category": extras["top_category"], "scene": imp["scene"],
+        "position": imp["position"], "hour": a["context"][:, 0] - 1, "weekday": a["context"][:, 1] - 1,
+        "user_h": a["user"], "gender_h": a["profile"][:, 0], "age_bucket_h": a["profile"][:, 1],
+        "city_tier_h": a["profile"][:, 2], "register_bucket": a["profile"][:, 3], "scene_h": a["context"][:, 2],
+        "position_id": a["position"], "channel_h": a["channel"][:, 0], "anchor_h": a["channel"][:, 1],
+        "category_h": a["channel"][:, 2], "has_stats": extras["has_stats"],
+        "log_viewers": a["dynamic"][:, 0], "log_revenue_window": a["dynamic"][:, 1],
+        "log_n_on_sale": a["dynamic"][:, 2], "log_stats_age_min": a["dynamic"][:, 3],
+        "dynamic_cats_n": (a["dynamic_cats"] > 0).sum(1), "dynamic_cats_max": a["dynamic_cats"].max(1, initial=0),
+        "product_len": a["product_len"], "channel_len": a["channel_len"],
+        "product_seq_nonpad": (ps[:, :, 0] > 0).sum(1), "channel_seq_nonpad": (cs[:, :, 0] > 0).sum(1),
+        "product_seq_max": ps[:, :, 0].max(1, initial=0), "category_seq_max": ps[:, :, 1].max(1, initial=0),
+        "brand_seq_max": ps[:, :, 2].max(1, initial=0), "channel_seq_max": cs[:, :, 0].max(1, initial=0),
+        "anchor_seq_max": cs[:, :, 1].max(1, initial=0), "channel_category_seq_max": cs[:, :, 2].max(1, initial=0),
+        **{k: a[k] for k in batch.LABELS},
+    }
+    schema = _parquet_schema()
+    return pa.table({name: pa.array(np.asarray(v)).cast(schema.field(name).type) if isinstance(v, np.ndarray)
+                     else v.cast(schema.field(name).type) for name, v in cols.items()}, schema=schema)
+
+
+class _Accumulator:
+    """Running sums for the day summary (counts, label rates, mean sequence lengths)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sums: dict[str, float] = {}
+
+    def add(self, a: dict[str, np.ndarray], has_stats: np.ndarray) -> None:
+        self.n += len(a["user"])
+        L = a["product_seq"].shape[1]
+        parts = {**{k: a[k].sum(dtype=np.float64) for k in batch.LABELS},
+                 "product_len": a["product_len"].sum(dtype=np.float64),
+                 "channel_len": a["channel_len"].sum(dtype=np.float64),
+                 "product_full": float((a["product_len"] == L).sum()),
+                 "channel_full": float((a["channel_len"] == L).sum()),
+                 "has_stats": float(has_stats.sum())}
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+
+    def result(self) -> dict[str, Any]:
+        d = max(self.n, 1)
+        return {"label_rates": {k: round(self.sums.get(k, 0.0) / d, 6) for k in ("watch", "goods_bag",
+                                                                                  "product_click")},
+                "mean_stay_time": round(self.sums.get("stay_time", 0.0) / d, 6),
+                "mean_product_len": round(self.sums.get("product_len", 0.0) / d, 3),
+                "mean_channel_len": round(self.sums.get("channel_len", 0.0) / d, 3),
+                "share_product_full": round(self.sums.get("product_full", 0.0) / d, 4),
+                "share_channel_full": round(self.sums.get("channel_full", 0.0) / d, 4),
+                "share_with_stats": round(self.sums.get("has_stats", 0.0) / d, 4)}
+
+
+def _collisions(spec: FeatureSpec, ctx: Context) -> dict[str, int]:
+    """Distinct raw values that share a hash slot with another, per space, in this day's dimension tables."""
+    out: dict[str, int] = {}
+    for space, table, column in (("gender", ctx.users, "gender"), ("age_bucket", ctx.users, "age_bucket"),
+                                 ("city_tier", ctx.users, "city_tier"), ("user", ctx.users, "user_id"),
+                                 ("channel", ctx.channels, "channel_id"), ("anchor", ctx.channels, "anchor_id"),
+                                 ("category", ctx.channels, "top_category")):
+        uniq = pc.unique(pc.fill_null(table[column].combine_chunks().cast(pa.string()), UNKNOWN))
+        out[space] = int(len(uniq) - len(np.unique(spec.hash(uniq, space))))
+    small = {k: v for k, v in out.items() if v and k in ("gender", "age_bucket", "city_tier")}
+    if small:
+        log.warning("hash collisions in small vocabularies %s: raise features.vocab for them", small)
+    return out
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Replace ``final`` with ``tmp`` (a rename; the old folder is removed after the swap)."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
