@@ -1,0 +1,160 @@
+"""End to end on the real simulated world: an intent shift is flagged on its day and not on the quiet days
+before it; the workspace keeps one snapshot per day; the real Evidently UI renders the dashboards in
+headless Chromium (screenshot saved under the pytest tmp folder)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from eliverec.errors import ValidationFailed
+from tests.conftest import PARAMS
+
+pytestmark = pytest.mark.slow
+SHIFT = "2026-09-06"
+QUIET = ("2026-09-04", "2026-09-05")
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny world (2 warm-up + 6 days) with an intent shift on SHIFT; bronze and samples built; days monitored."""
+    from eliverec.config import load_settings
+    from eliverec.data.ingest import ingest_day
+    from eliverec.features.build import build_features
+    from eliverec.monitoring.monitor import monitor_day
+    from eliverec.world import simulate
+
+    root = tmp_path_factory.mktemp("monitor-world")
+    s = load_settings("tiny", overrides=["world.days=6", f"world.shift_days=['{SHIFT}']",
+                                         f"monitor.workspace={root / 'workspace'}"],
+                      params=PARAMS, data_dir=root / "data")
+    dates = simulate(s, progress=False)["dates"]
+    for d in dates:
+        ingest_day(s, d)
+    build_features(s, SHIFT, train_days=len(dates) - 1)
+    results: dict[str, dict | ValidationFailed] = {}
+    for d in (*QUIET, SHIFT):
+        try:
+            results[d] = monitor_day(s, d)
+        except ValidationFailed as exc:
+            results[d] = exc
+    return s, results
+
+
+def test_intent_shift_is_flagged_on_its_day_only(world):
+    s, results = world
+    for d in QUIET:
+        assert not isinstance(results[d], ValidationFailed), f"quiet day {d} flagged: {results[d]}"
+        assert results[d]["passed"] and results[d]["drift"]["drifted"] == []
+    exc = results[SHIFT]
+    assert isinstance(exc, ValidationFailed), "the intent shift was not flagged"
+    assert "product_novelty" in str(exc) and exc.exit_code == 3
+    summary = json.loads((Path(s.data_dir) / "reports" / "monitoring" / SHIFT / "summary.json").read_text())
+    assert summary["passed"] is False and "product_novelty" in summary["drift"]["drifted"]
+    assert summary["drift"]["columns"]["product_novelty"]["distance"] > 2 * s.monitor.drift_threshold
+    for key in ("drift", "discoverability", "ab"):  # reports are written before the failure is raised
+        assert (Path(s.data_dir) / "reports" / "monitoring" / SHIFT / f"{key}.html").stat().st_size > 10_000
+
+
+def test_summary_states_reference_sampling_and_definitions(world):
+    s, results = world
+    r = results[QUIET[1]]
+    ref = r["drift"]["reference"]
+    assert ref["days"] == ["2026-09-03", "2026-09-04"] and ref["rows_sampled"] <= s.monitor.sample_rows
+    assert "reference = 2 of the 2 days" in ref["note"]
+    assert r["discoverability"]["history_days"] == 6  # warm-up starts 2026-08-30
+    assert any("30-day discoverability uses 6 of 30 days" in n for n in r["discoverability"]["notes"])
+    assert r["ab"]["low_users"] > 0 and 0 < r["ab"]["by"]["all/low"]["ctr"] < 1
+    assert "no served scores" in r["drift"]["prediction"]
+    md = Path(r["reports"]["markdown"]).read_text()
+    assert "| product_novelty |" in md and "## Users by activity" in md and "| all/low |" in md
+
+
+def test_rerunning_a_day_replaces_its_snapshot(world):
+    from evidently.ui.workspace import Workspace
+
+    from eliverec.monitoring.monitor import monitor_day
+
+    s, results = world
+    ws = Workspace(str(s.monitor.workspace))
+    projects = {p.name: p for p in ws.list_projects()}
+    assert set(projects) == {"eLiveRec: drift", "eLiveRec: discoverability", "eLiveRec: users and A/B"}
+    drift = projects["eLiveRec: drift"]
+    before = set(ws.list_runs(drift.id))
+    assert len(before) == 3
+    again = monitor_day(s, QUIET[0])
+    after = set(ws.list_runs(drift.id))
+    assert len(after) == 3 and str(again["snapshots"]["drift"]) in {str(r) for r in after}
+    assert str(results[QUIET[0]]["snapshots"]["drift"]) not in {str(r) for r in after}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not up after {timeout} s")
+
+
+def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=15000",
+                           *extra, url], capture_output=True, text=True, timeout=90)
+
+
+@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_evidently_ui_renders_dashboards_in_chromium(world, tmp_path: Path):
+    import httpx
+    import yaml
+
+    from eliverec.monitoring.workspace import resolve, ui_command, ui_env
+
+    s, _ = world
+    port = _free_port()
+    log = (tmp_path / "ui.log").open("w")
+    proc = subprocess.Popen(ui_command(s, port=port), env=ui_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/api/projects", 60)
+        projects = {p["name"]: p["id"] for p in httpx.get(f"{base}/api/projects", timeout=10).json()}
+        spec = yaml.safe_load(resolve(s, s.monitor.dashboards).read_text())["projects"]
+        for key, definition in spec.items():
+            url = f"{base}/projects/{projects[definition['name']]}"
+            dom = _chromium(url, tmp_path / f"chrome-{key}", "--dump-dom").stdout
+            titles = [p["title"] for p in definition["panels"] if not p.get("per_variant") and p.get("tab") in (
+                None, definition["panels"][0].get("tab"))]
+            missing = [t for t in titles if t not in dom]
+            assert not missing, f"{key}: panels not rendered: {missing}"
+            assert dom.count("Timestamps") >= 1, f"{key}: no time-series chart rendered"
+        shot = tmp_path / "monitoring-dashboard.png"
+        _chromium(f"{base}/projects/{projects[spec['drift']['name']]}", tmp_path / "chrome-shot",
+                  f"--screenshot={shot}")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+        print(f"dashboard screenshot: {shot}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
