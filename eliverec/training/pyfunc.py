@@ -75,11 +75,30 @@ def task_outputs(outputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     }
 
 
-def rebuild(blob: Mapping[str, Any]) -> torch.nn.Module:
-    """The network described by a saved ``network`` blob, weights loaded, in eval mode."""
+def stored_settings(raw: Mapping[str, Any]) -> Any:
+    """Settings saved with a model, read by today's code.
+
+    Sections the network needs are validated; sections added to the platform after the model was
+    trained (serving, A/B, ...) may be absent, and sections since removed are ignored, so a model
+    logged yesterday still loads after an upgrade.
+    """
+    from pydantic import BaseModel
+
     from eliverec.config import Settings
 
-    settings = Settings.model_validate(blob["settings"])
+    values: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        if name not in raw:
+            continue
+        kind = field.annotation
+        is_section = isinstance(kind, type) and issubclass(kind, BaseModel)
+        values[name] = kind.model_validate(raw[name]) if is_section else raw[name]
+    return Settings.model_construct(**values)
+
+
+def rebuild(blob: Mapping[str, Any]) -> torch.nn.Module:
+    """The network described by a saved ``network`` blob, weights loaded, in eval mode."""
+    settings = stored_settings(blob["settings"])
     spec = blob.get("feature_spec") or {}
     model = resolve(blob["builder"])(settings, vocab=spec.get("vocab"), seq_len=spec.get("seq_len"))
     model.load_state_dict(blob["state_dict"])

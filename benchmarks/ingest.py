@@ -1,0 +1,196 @@
+"""Ingest throughput and peak memory (issue 3).
+
+Measures ``eliverec.data.ingest.ingest_day`` in a fresh child process per case (lines/s; peak RSS
+of the parent and of its worker processes) on:
+
+- a default-profile day written by the simulator (``eliverec.world.simulate``), when it runs here;
+- synthetic contract-valid days (mixed event types) with 1 % bad lines mixed in (blank, truncated
+  JSON, wrong types, empty ids, negative stays, out-of-day times, exact duplicates), at 1M and 5M
+  lines and two chunk sizes, to show that memory follows ``ingest.chunk_bytes``, not the day.
+
+Run: ``.venv/bin/python benchmarks/ingest.py [--quick]``; writes ``benchmarks/results/ingest.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATE = "2026-09-01"
+T0 = 1788220800000
+
+
+def _synthetic_lines(n: int, seed: int, bad_rate: float = 0.01) -> list[bytes]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        ts, u, c = T0 + rnd.randrange(86_400_000), f"u{rnd.randrange(10000)}", f"c{rnd.randrange(1500)}"
+        r = rnd.random()
+        if r < 0.55:
+            s = (
+                f'{{"event":"impression","event_id":"{seed}-{i}","ts":{ts},"user_id":"{u}","request_id":"q{i >> 3}",'
+                f'"channel_id":"{c}","position":{i & 7},"scene":"homepage","propensity":0.125}}'
+            )
+        elif r < 0.62:
+            s = (f'{{"event":"enter","event_id":"{seed}-{i}","ts":{ts},"user_id":"{u}","request_id":"q{i >> 3}",'
+                 f'"channel_id":"{c}"}}')  # fmt: skip
+        elif r < 0.69:
+            s = (
+                f'{{"event":"leave","event_id":"{seed}-{i}","ts":{ts},"user_id":"{u}","request_id":"q{i >> 3}",'
+                f'"channel_id":"{c}","stay_ms":{rnd.randrange(200000)}}}'
+            )
+        elif r < 0.97:
+            s = (f'{{"event":"product_click","event_id":"{seed}-{i}","ts":{ts},"user_id":"{u}",'
+                 f'"product_id":"p{rnd.randrange(40000)}"}}')  # fmt: skip
+        else:
+            s = (
+                f'{{"event":"channel_stats","event_id":"{seed}-{i}","ts":{ts},"channel_id":"{c}","viewers":{rnd.randrange(999)},'
+                f'"revenue_window":12.5,"products_on_sale":["p1","p2","p3"]}}'
+            )
+        if rnd.random() < bad_rate:
+            k = rnd.randrange(7)
+            s = ["", s[: len(s) // 2], s.replace(f'"ts":{ts}', '"ts":"soon"'), s.replace(f'"{u}"', '""'),
+                 s.replace('"event_id"', '"event_idx"'), s.replace(f'"ts":{ts}', f'"ts":{ts - 3 * 86_400_000}'),
+                 out[-1].decode() if out else s][k]  # fmt: skip
+        out.append(s.encode())
+    return out
+
+
+def write_synthetic_day(root: Path, n_lines: int, files: int = 2) -> None:
+    """Raw day of ``n_lines`` synthetic lines in ``files`` plain jsonl files, plus dimensions."""
+    sys.path.insert(0, str(REPO))
+    from tests.data.conftest import write_dims
+
+    folder = root / "raw" / DATE
+    write_dims(folder)
+    per = n_lines // files
+    for f in range(files):
+        with (folder / f"events-{f}.jsonl").open("wb") as out:
+            for start in range(0, per, 250_000):
+                out.write(b"\n".join(_synthetic_lines(min(250_000, per - start), seed=f * 10**8 + start)) + b"\n")
+
+
+def child(data_dir: str, overrides: list[str]) -> None:
+    """Ingest one day in this process; print lines/s and peak RSS (self and worker children)."""
+    import psutil
+
+    from eliverec.config import load_settings
+    from eliverec.data.ingest import ingest_day
+
+    s = load_settings("default", overrides=overrides + ["ingest.max_quarantine_rate=0.5"], data_dir=data_dir)
+    before_mb = psutil.Process().memory_info().rss / 2**20  # after imports (config pulls in torch)
+    t = time.perf_counter()
+    m = ingest_day(s, DATE)
+    dt = time.perf_counter() - t
+    # VmHWM: this process's own peak (ru_maxrss would carry the launching process's peak across exec)
+    hwm = [x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM")]
+    self_mb = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    tot = m["totals"]
+    print(json.dumps({"lines": tot["lines_read"], "seconds": round(dt, 2), "lines_per_s": round(tot["lines_read"] / dt),
+                      "quarantine_rate": m["quarantine_rate"], "duplicates": tot["duplicates"],
+                      "rss_before_mb": round(before_mb), "peak_rss_mb": round(self_mb),
+                      "peak_rss_worker_mb": round(kids_mb),
+                      "raw_mb": round(sum(f["bytes"] for f in m["files"]) / 2**20)}))  # fmt: skip
+
+
+def run_case(data_dir: Path, overrides: list[str]) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(data_dir), *overrides]
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    if out.returncode:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"case {overrides} failed: {tail}", file=sys.stderr)
+        return {"error": tail}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def simulated_day(root: Path) -> str | None:
+    """Simulate one default-profile day into ``root``; None when the simulator cannot run here."""
+    try:
+        from eliverec.config import load_settings
+        from eliverec.world import simulate
+
+        s = load_settings("default", data_dir=root)
+        res = simulate(s, days=1, progress=False)
+        dates = res.get("dates") or sorted(p.name for p in (root / "raw").iterdir())
+        return dates[-1]
+    except Exception as exc:  # the benchmark still runs on synthetic days
+        print(f"simulator unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller days (200k and 1M lines)")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        return child(a.child[0], a.child[1:])
+    sizes = (200_000, 1_000_000) if a.quick else (1_000_000, 5_000_000)
+    cases = []
+    tmp = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    try:
+        sim_root = tmp / "sim"
+        date = simulated_day(sim_root)
+        if date is not None:
+            global DATE
+            saved, DATE = DATE, date
+            for workers in (1, 2):
+                r = run_case(sim_root, [f"ingest.workers={workers}"])
+                cases.append({"day": f"simulated default profile ({date}, gzip)", "workers": workers,
+                              "chunk_mb": 32} | r)  # fmt: skip
+                print(cases[-1], flush=True)
+            DATE = saved
+        for n in sizes:
+            root = tmp / f"syn{n}"
+            write_synthetic_day(root, n)
+            for workers, chunk in ((1, 32), (2, 32), (2, 8)):
+                r = run_case(root, [f"ingest.workers={workers}", f"ingest.chunk_bytes={chunk * 2**20}"])
+                cases.append({"day": f"synthetic {n:,} lines, 1% bad", "workers": workers, "chunk_mb": chunk} | r)
+                print(cases[-1], flush=True)
+            shutil.rmtree(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    machine = {"cores": os.cpu_count(), "cpu": _cpu(), "python": platform.python_version(),
+               "note": "2 cores shared with other jobs while measuring"}  # fmt: skip
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ingest.json").write_text(
+        json.dumps({"machine": machine, "quick": a.quick, "cases": cases}, indent=2) + "\n"
+    )
+    lines = ["# Ingest throughput", "", f"{machine['cores']} cores, {machine['cpu']} ({machine['note']}).", "",
+             "| day | workers | chunk MB | lines | raw MB | s | lines/s | RSS MB before / peak main / peak worker "
+             "| quarantine |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [f"| {c['day']} | {c['workers']} | {c['chunk_mb']} | {c['lines']:,} | {c['raw_mb']} | {c['seconds']} | "
+              f"{c['lines_per_s']:,} | {c['rss_before_mb']} / {c['peak_rss_mb']} / {c['peak_rss_worker_mb']} | "
+              f"{c['quarantine_rate']:.2%} |" if "error" not in c else
+              f"| {c['day']} | {c['workers']} | {c['chunk_mb']} | failed: {c['error']} ||||||"
+              for c in cases]  # fmt: skip
+    (out / "ingest.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _cpu() -> str:
+    try:
+        for row in Path("/proc/cpuinfo").read_text().splitlines():
+            if row.startswith("model name"):
+                return row.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,650 @@
+"""Raw logs to bronze with quarantine (DESIGN section 3; ``eliverec ingest --date D``).
+
+:func:`ingest_day` reads ``raw/<D>/events-*.jsonl[.gz]`` (files in name order) and the dimension
+snapshots, and writes
+
+- ``bronze/<D>/<event>.parquet`` for every event type (:func:`~eliverec.data.schemas.bronze_schema`,
+  sorted by ``(ts, event_id)``), ``bronze/<D>/<dimension>.parquet`` (sorted by id) and
+  ``bronze/<D>/_manifest.json``;
+- ``quarantine/<D>/quarantine.parquet`` (file, line, reason, field, the raw line's first 4 KB, its
+  length) and a copy of the manifest.
+
+Every line read ends in exactly one place: a bronze table, the quarantine, or the duplicate count
+(``accepted + quarantined + duplicates == lines_read`` per file, checked before publishing).
+Lines are checked by :mod:`eliverec.data.parse`; the reader adds two reasons:
+
+- ``line_too_long``: a line longer than ``ingest.chunk_bytes`` (kept as its first 4 KB and
+  its length; the reader skips the rest, so memory stays bounded);
+- ``corrupt_gzip``: a gzip file that is not gzip, fails its CRC, or ends early. Every line
+  decompressed before the damage is processed as usual; the unreadable rest counts as one line,
+  quarantined with the partial last line (if any) as its raw text, and the manifest names the
+  file's error.
+
+Duplicates: the first occurrence of an ``event_id`` (over all event types, in file-name then
+line order) is kept; later ones are dropped and counted, and ``duplicates_conflicting`` counts
+those whose typed content differs from the kept one.
+
+Scale: chunks of ``ingest.chunk_bytes`` are parsed by ``ingest.workers`` processes and spilled to
+parquet partitioned by a hash of ``event_id``; deduplication then runs one partition at a time,
+and the final sort one time range at a time, so memory follows the chunk size, not the day's
+size. Output bytes do not depend on the chunk size or the number of workers: re-ingesting a day
+gives byte-identical files. Nothing is published unless the whole day succeeded (staging folder,
+then rename); a quarantine rate above ``ingest.max_quarantine_rate`` publishes the quarantine (to
+inspect) but keeps the previous bronze, and raises :class:`IngestFailed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from eliverec.config import Settings
+from eliverec.data.atomic import publish_dir, staging, write_bytes_atomic
+from eliverec.data.parse import (
+    LINEAGE,
+    QUARANTINE_SCHEMA,
+    REASONS,
+    ParsedChunk,
+    Rules,
+    parse_lines,
+    quarantine_rows,
+)
+from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, bronze_schema
+from eliverec.errors import DataError
+
+DAY_MS = 86_400_000
+ROW_GROUP_ROWS = 262_144  # fixed, so that output bytes do not depend on chunking
+_READ_BYTES = 1 << 20
+_GZIP_ERRORS = (zlib.error, EOFError, OSError)
+
+
+class IngestFailed(DataError):
+    """Too many bad lines: the day is not published to bronze (its quarantine is)."""
+
+
+# --------------------------------------------------------------------------- paths
+def raw_dir(settings: Settings, date: str) -> Path:
+    """``<data_dir>/raw/<date>``."""
+    return settings.data_dir / "raw" / date
+
+
+def bronze_dir(settings: Settings, date: str) -> Path:
+    """``<data_dir>/bronze/<date>``."""
+    return settings.data_dir / "bronze" / date
+
+
+def quarantine_dir(settings: Settings, date: str) -> Path:
+    """``<data_dir>/quarantine/<date>``."""
+    return settings.data_dir / "quarantine" / date
+
+
+def day_start_ms(date: str) -> int:
+    """Epoch milliseconds of ``date``'s UTC midnight.
+
+    >>> day_start_ms("1970-01-02")
+    86400000
+    """
+    try:
+        day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise DataError(f"bad date '{date}': expected YYYY-MM-DD, for example 2026-09-01") from exc
+    return int(day.timestamp() * 1000)
+
+
+def event_files(settings: Settings, date: str) -> list[Path]:
+    """The day's raw event files in name order (``events-*.jsonl`` and ``events-*.jsonl.gz``)."""
+    folder = raw_dir(settings, date)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no raw logs for {date} (run `eliverec simulate` or `eliverec import` first)")
+    files = sorted(p for p in folder.glob("events-*") if p.name.endswith((".jsonl", ".jsonl.gz")))
+    if not files:
+        raise DataError(f"{folder}: no events-*.jsonl[.gz] files for {date}")
+    return files
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class Block:
+    """A run of complete lines of one file, or one special line (too long, corrupt rest)."""
+
+    file_idx: int
+    first_line: int
+    lines: list[bytes]
+    special: str | None = None  # "line_too_long" | "corrupt_gzip"
+    length: int = 0  # full length of a too-long line
+    error: str | None = None
+
+
+def _pieces(path: Path, size: int) -> Iterator[bytes]:
+    """Pieces of at most ``size`` decompressed bytes; raises ``_Corrupt`` where a gzip stream is damaged."""
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open ({exc.strerror or exc}); check the file and its permissions") from exc
+    with f:
+        if not path.name.endswith(".gz"):
+            while piece := f.read(size):
+                yield piece
+            return
+        dec = zlib.decompressobj(wbits=31)
+        started = False
+        while True:
+            data = f.read(min(size, _READ_BYTES))
+            if not data:
+                if started and not dec.eof:
+                    raise _Corrupt("gzip stream ends early (truncated file)")
+                return
+            while data:
+                try:
+                    out = dec.decompress(data, size)
+                except zlib.error as exc:
+                    raise _Corrupt(f"not a valid gzip stream ({exc})") from exc
+                started = True
+                if out:
+                    yield out
+                if dec.eof:  # a new member may follow (concatenated gzip)
+                    data = dec.unused_data
+                    dec = zlib.decompressobj(wbits=31)
+                    started = bool(data)
+                else:
+                    data = dec.unconsumed_tail
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def read_blocks(path: Path, file_idx: int, chunk_bytes: int) -> Iterator[Block]:
+    """Blocks of about ``chunk_bytes`` of complete lines, in order, with their line numbers."""
+    buf = bytearray()
+    line_no = 1
+    long_len = -1  # >= 0 while skipping the rest of a too-long line
+    long_prefix = b""
+    pieces = _pieces(path, chunk_bytes)
+    while True:
+        try:
+            piece = next(pieces, None)
+        except _Corrupt as exc:
+            cut = buf.rfind(b"\n") if long_len < 0 else -1
+            if cut >= 0:  # the complete lines before the damage are ordinary lines
+                lines = bytes(buf[:cut]).split(b"\n")
+                del buf[: cut + 1]
+                yield Block(file_idx, line_no, lines)
+                line_no += len(lines)
+            tail = long_prefix if long_len >= 0 else bytes(buf)
+            yield Block(file_idx, line_no, [tail], special="corrupt_gzip", length=len(tail), error=str(exc))
+            return
+        if piece is None:
+            break
+        if long_len >= 0:
+            cut = piece.find(b"\n")
+            if cut < 0:
+                long_len += len(piece)
+                continue
+            yield Block(file_idx, line_no, [long_prefix], special="line_too_long", length=long_len + cut)
+            line_no += 1
+            long_len = -1
+            piece = piece[cut + 1 :]
+        buf += piece
+        if len(buf) < chunk_bytes:
+            continue
+        cut = buf.rfind(b"\n")
+        if cut < 0 and len(buf) > chunk_bytes:  # a line longer than a chunk: keep its head, skip the rest
+            long_len, long_prefix = len(buf), bytes(buf[:4096])
+            buf = bytearray()
+            continue
+        if cut < 0:
+            continue
+        lines = bytes(buf[:cut]).split(b"\n")
+        del buf[: cut + 1]
+        yield Block(file_idx, line_no, lines)
+        line_no += len(lines)
+    if long_len >= 0:
+        yield Block(file_idx, line_no, [long_prefix], special="line_too_long", length=long_len)
+    elif buf:
+        text = bytes(buf[:-1] if buf.endswith(b"\n") else buf)
+        yield Block(file_idx, line_no, text.split(b"\n"))
+
+
+# --------------------------------------------------------------------------- pass A: parse and spill
+@dataclass
+class BlockResult:
+    """What the parent needs back from one parsed block."""
+
+    file_idx: int
+    lines: int
+    counts: dict[str, int]
+    quarantine: pa.Table
+    spills: dict[str, tuple[str, dict[int, int]]] = field(default_factory=dict)  # event -> (path, bucket -> rg)
+    error: str | None = None
+
+
+def _buckets_of(ids: pa.Array, n: int) -> np.ndarray:
+    """Partition of each event id among ``n`` (deterministic hash)."""
+    if n == 1:
+        return np.zeros(len(ids), np.int64)
+    import pandas as pd
+
+    h = pd.util.hash_array(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object))
+    return (h % np.uint64(n)).astype(np.int64)
+
+
+def write_partitioned(table: pa.Table, part: np.ndarray, path: Path) -> dict[int, int]:
+    """Write ``table`` with one row group per partition value; returns partition -> row group."""
+    order = np.argsort(part, kind="stable")
+    sorted_part = part[order]
+    table = table.take(pa.array(order))
+    starts = np.flatnonzero(np.r_[True, sorted_part[1:] != sorted_part[:-1]])
+    ends = np.r_[starts[1:], len(sorted_part)]
+    groups: dict[int, int] = {}
+    with pq.ParquetWriter(path, table.schema, compression="lz4") as w:
+        for rg, (a, b) in enumerate(zip(starts, ends, strict=True)):
+            w.write_table(table.slice(a, b - a), row_group_size=b - a)
+            groups[int(sorted_part[a])] = rg
+    return groups
+
+
+def _parse_block(block: Block, name: str, rules: Rules, spill: Path, task: int, n_buckets: int) -> BlockResult:
+    """Worker body: parse one block, spill its accepted rows by event id partition."""
+    if block.special:
+        raw = block.lines[0]
+        q = quarantine_rows(name, [raw], [block.first_line], [block.special], [None])
+        q = q.set_column(q.schema.get_field_index("raw_bytes"), "raw_bytes", pa.array([block.length], pa.int64()))
+        q = q.set_column(
+            q.schema.get_field_index("raw_truncated"), "raw_truncated", pa.array([block.length > len(raw)], pa.bool_())
+        )
+        return BlockResult(block.file_idx, 1, {block.special: 1}, q, error=block.error)
+    parsed: ParsedChunk = parse_lines(block.lines, rules, name, block.file_idx, block.first_line)
+    out = BlockResult(block.file_idx, len(block.lines), parsed.counts, parsed.quarantine)
+    for event, table in parsed.tables.items():
+        path = spill / f"a-{task:07d}-{event}.parquet"
+        out.spills[event] = (str(path), write_partitioned(table, _buckets_of(table["event_id"], n_buckets), path))
+    return out
+
+
+def _estimate_bytes(files: list[Path]) -> int:
+    """Uncompressed size estimate (gzip ISIZE trailer, or 8x the size when it looks wrong)."""
+    total = 0
+    for p in files:
+        size = p.stat().st_size
+        if p.name.endswith(".gz") and size >= 18:
+            with p.open("rb") as f:
+                f.seek(-4, 2)
+                isize = struct.unpack("<I", f.read(4))[0]
+            total += isize if isize >= size else 8 * size
+        else:
+            total += size
+    return total
+
+
+@dataclass
+class _Accounting:
+    files: list[dict[str, Any]]
+
+    def add(self, r: BlockResult) -> None:
+        f = self.files[r.file_idx]
+        f["lines_read"] += r.lines
+        for k, v in r.counts.items():
+            f["quarantined"][k] = f["quarantined"].get(k, 0) + v
+        if r.error:
+            f["error"] = r.error
+
+
+def _pass_a(
+    files: list[Path],
+    names: list[str],
+    settings: Settings,
+    rules: Rules,
+    spill: Path,
+    n_buckets: int,
+    q_path: Path,
+    acct: _Accounting,
+    tick: Callable[[int], None],
+) -> list[BlockResult]:
+    """Parse every block (in parallel when ``ingest.workers > 1``), write the quarantine in order."""
+    results: list[BlockResult] = []
+    workers = settings.ingest.workers
+    pool: Executor | None = None
+    if workers > 1 and _estimate_bytes(files) > settings.ingest.chunk_bytes:
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pending: deque[Future[BlockResult] | BlockResult] = deque()
+
+    def drain(limit: int) -> None:
+        while len(pending) > limit:
+            item = pending.popleft()
+            r = item.result() if isinstance(item, Future) else item
+            acct.add(r)
+            if r.quarantine.num_rows:
+                qw.write_table(r.quarantine)
+            r.quarantine = r.quarantine.slice(0, 0)
+            results.append(r)
+            tick(r.lines)
+
+    try:
+        with pq.ParquetWriter(q_path, QUARANTINE_SCHEMA, compression="zstd") as qw:
+            task = 0
+            for i, path in enumerate(files):
+                for block in read_blocks(path, i, settings.ingest.chunk_bytes):
+                    args = (block, names[i], rules, spill, task, n_buckets)
+                    pending.append(pool.submit(_parse_block, *args) if pool else _parse_block(*args))
+                    task += 1
+                    drain(2 * workers if pool else 0)
+            drain(0)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return results
+
+
+# --------------------------------------------------------------------------- pass B: deduplicate
+def _read_parts(parts: list[tuple[str, int]], schema: pa.Schema) -> pa.Table:
+    tables = [pq.ParquetFile(p).read_row_group(rg) for p, rg in parts]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _rows_equal(table: pa.Table, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether rows ``a[i]`` and ``b[i]`` of ``table`` hold the same bronze values."""
+    same = np.ones(len(a), bool)
+    for name in table.column_names:
+        if name in LINEAGE:
+            continue
+        col = table[name]
+        if pa.types.is_list(col.type):
+            col = pc.binary_join(col, "\x1f")
+        x, y = col.take(pa.array(a)), col.take(pa.array(b))
+        eq = pc.equal(x, y).fill_null(False)
+        both_null = pc.and_(x.is_null(), y.is_null())
+        same &= np.asarray(pc.or_(eq, both_null).to_numpy(zero_copy_only=False), bool)
+    return same
+
+
+def _dedup_bucket(tables: dict[str, pa.Table], n_files: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Keep masks per event type (first occurrence of each event id) and per-file counts.
+
+    Returns ``(keep, counts)``, counts of shape (3, n_files): accepted, duplicates, conflicting.
+    """
+    events = [e for e in tables if tables[e].num_rows]
+    counts = np.zeros((3, n_files), np.int64)
+    if not events:
+        return {}, counts
+    sizes = [tables[e].num_rows for e in events]
+    keys = pa.table(
+        {
+            "event_id": pa.concat_arrays([tables[e]["event_id"].combine_chunks() for e in events]),
+            "_file": pa.concat_arrays([tables[e]["_file"].combine_chunks() for e in events]),
+            "_line": pa.concat_arrays([tables[e]["_line"].combine_chunks() for e in events]),
+        }
+    )
+    order = pc.sort_indices(keys, [("event_id", "ascending"), ("_file", "ascending"), ("_line", "ascending")])
+    order = order.to_numpy().astype(np.int64)
+    ids = keys["event_id"].take(pa.array(order))
+    first = np.ones(len(order), bool)
+    if len(order) > 1:
+        first[1:] = np.asarray(pc.not_equal(ids.slice(1), ids.slice(0, len(order) - 1)).to_numpy(), bool)
+    keep_all = np.zeros(len(order), bool)
+    keep_all[order[first]] = True
+    run_first = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
+    ev_of = np.repeat(np.arange(len(events)), sizes)
+    offsets = np.r_[0, np.cumsum(sizes)]
+    files = keys["_file"].to_numpy()
+    dup = order[~first]
+    dup_first = run_first[~first]
+    conflicting = ev_of[dup] != ev_of[dup_first]
+    for k, e in enumerate(events):
+        both = (ev_of[dup] == k) & (ev_of[dup_first] == k)
+        if both.any():
+            same = _rows_equal(tables[e], dup[both] - offsets[k], dup_first[both] - offsets[k])
+            conflicting[np.flatnonzero(both)[~same]] = True
+    counts[0] = np.bincount(files[keep_all], minlength=n_files)
+    counts[1] = np.bincount(files[dup], minlength=n_files)
+    counts[2] = np.bincount(files[dup[conflicting]], minlength=n_files)
+    keep = {e: keep_all[offsets[k] : offsets[k + 1]] for k, e in enumerate(events)}
+    return keep, counts
+
+
+def _pass_b(
+    results: list[BlockResult], rules: Rules, spill: Path, n_buckets: int, n_files: int
+) -> tuple[dict[str, list[tuple[str, int, int]]], np.ndarray]:
+    """Deduplicate one event-id partition at a time; spill kept rows by time range."""
+    counts = np.zeros((3, n_files), np.int64)
+    by_ts: dict[str, list[tuple[str, int, int]]] = {e: [] for e in EVENT_TYPES}
+    span = rules.ts_max - rules.ts_min + 1
+    for b in range(n_buckets):
+        tables = {}
+        for e in EVENT_TYPES:
+            parts = [(r.spills[e][0], r.spills[e][1][b]) for r in results if e in r.spills and b in r.spills[e][1]]
+            if parts:
+                tables[e] = _read_parts(parts, bronze_schema(e))
+        keep, c = _dedup_bucket(tables, n_files)
+        counts += c
+        for e, mask in keep.items():
+            kept = tables[e].filter(pa.array(mask))
+            if not kept.num_rows:
+                continue
+            ts = kept["ts"].to_numpy()
+            part = np.clip((ts - rules.ts_min) * n_buckets // span, 0, n_buckets - 1)
+            path = spill / f"b-{b:05d}-{e}.parquet"
+            for t, rg in write_partitioned(kept, part, path).items():
+                by_ts[e].append((str(path), rg, t))
+    return by_ts, counts
+
+
+# --------------------------------------------------------------------------- pass C: sort and write
+class _FixedGroupWriter:
+    """Parquet writer whose row groups always hold ``ROW_GROUP_ROWS`` rows (the last fewer)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.schema = schema
+        self.buf: list[pa.Table] = []
+        self.rows = 0  # buffered
+        self.total = 0  # written or buffered
+
+    def write(self, table: pa.Table) -> None:
+        self.buf.append(table)
+        self.rows += table.num_rows
+        self.total += table.num_rows
+        if self.rows >= ROW_GROUP_ROWS:
+            whole = pa.concat_tables(self.buf)
+            n_full = (whole.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
+            self.writer.write_table(whole.slice(0, n_full), row_group_size=ROW_GROUP_ROWS)
+            rest = whole.slice(n_full)
+            self.buf, self.rows = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.concat_tables(self.buf), row_group_size=ROW_GROUP_ROWS)
+        self.writer.close()
+
+
+def _pass_c(by_ts: dict[str, list[tuple[str, int, int]]], n_buckets: int, out: Path) -> dict[str, int]:
+    """Sort each time range by (ts, event_id) and append it to the event's bronze table."""
+    rows = {}
+    for e in EVENT_TYPES:
+        schema = bronze_schema(e)
+        w = _FixedGroupWriter(out / f"{e}.parquet", schema)
+        for t in range(n_buckets):
+            parts = [(p, rg) for p, rg, tb in by_ts[e] if tb == t]
+            if not parts:
+                continue
+            table = _read_parts(parts, schema)
+            table = table.take(pc.sort_indices(table, [("ts", "ascending"), ("event_id", "ascending")]))
+            w.write(table.select(schema.names).cast(schema))
+        w.close()
+        rows[e] = w.total
+    return rows
+
+
+# --------------------------------------------------------------------------- dimensions
+def copy_dimensions(settings: Settings, date: str, out: Path) -> dict[str, int]:
+    """Type the day's dimension snapshots per :data:`DIMENSIONS`, sort by id, write to ``out``."""
+    rows = {}
+    for name, schema in DIMENSIONS.items():
+        path = raw_dir(settings, date) / f"{name}.parquet"
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: dimension snapshot missing (every raw day needs {name}.parquet)") from exc
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(f"{path}: cannot read the dimension snapshot ({exc})") from exc
+        missing = [c for c in schema.names if c not in table.column_names]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(schema.names)})")
+        try:
+            table = table.select(schema.names).cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"{path}: a column does not have the contract's type ({exc})") from exc
+        table = table.take(pc.sort_indices(table, [(schema.names[0], "ascending")]))
+        pq.write_table(table, out / f"{name}.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        rows[name] = table.num_rows
+    return rows
+
+
+# --------------------------------------------------------------------------- the stage
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while piece := f.read(1 << 20):
+            h.update(piece)
+    return h.hexdigest()
+
+
+def ingest_day(settings: Settings, date: str, progress: bool = False) -> dict[str, Any]:
+    """Ingest one day's raw logs into bronze and quarantine; returns the manifest.
+
+    Raises :class:`~eliverec.errors.DataError` when the day has no raw files or a file cannot be
+    opened, and :class:`IngestFailed` when the quarantine rate exceeds
+    ``ingest.max_quarantine_rate``. See the module docstring for the outputs.
+    """
+    start = day_start_ms(date)
+    tol = settings.ingest.ts_tolerance_ms
+    rules = Rules(settings.ingest.max_id_len, start - tol, start + DAY_MS - 1 + tol, settings.ingest.chunk_bytes)
+    files = event_files(settings, date)
+    names = [p.relative_to(settings.data_dir).as_posix() for p in files]
+    n_buckets = max(1, math.ceil(_estimate_bytes(files) / settings.ingest.chunk_bytes))
+    acct = _Accounting(
+        [
+            {"file": n, "bytes": p.stat().st_size, "lines_read": 0, "accepted": 0, "quarantined": {}, "duplicates": 0}
+            | {"duplicates_conflicting": 0, "error": None}
+            for n, p in zip(names, files, strict=True)
+        ]
+    )
+    with staging(settings.data_dir, f"ingest-{date}") as stage, _progress(progress, files) as tick:
+        spill, bronze, quarantine = stage / "spill", stage / "bronze", stage / "quarantine"
+        for d in (spill, bronze, quarantine):
+            d.mkdir()
+        results = _pass_a(
+            files, names, settings, rules, spill, n_buckets, quarantine / "quarantine.parquet", acct, tick
+        )
+        by_ts, counts = _pass_b(results, rules, spill, n_buckets, len(files))
+        tables = _pass_c(by_ts, n_buckets, bronze)
+        dims = copy_dimensions(settings, date, bronze)
+        manifest = _manifest(settings, date, acct, counts, tables, dims, bronze)
+        blob = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
+        write_bytes_atomic(quarantine / "_manifest.json", blob)
+        publish_dir(quarantine, quarantine_dir(settings, date))
+        if manifest["status"] != "ok":
+            raise IngestFailed(_failure_message(settings, date, manifest))
+        write_bytes_atomic(bronze / "_manifest.json", blob)
+        publish_dir(bronze, bronze_dir(settings, date))
+    return manifest
+
+
+def _manifest(
+    settings: Settings,
+    date: str,
+    acct: _Accounting,
+    counts: np.ndarray,
+    tables: dict[str, int],
+    dims: dict[str, int],
+    bronze: Path,
+) -> dict[str, Any]:
+    files = acct.files
+    for i, f in enumerate(files):
+        f["accepted"], f["duplicates"], f["duplicates_conflicting"] = (int(x) for x in counts[:, i])
+        f["quarantined"] = {r: f["quarantined"][r] for r in REASONS if r in f["quarantined"]}
+        q = sum(f["quarantined"].values())
+        if f["accepted"] + q + f["duplicates"] != f["lines_read"]:
+            raise RuntimeError(f"accounting broken for {f['file']}: {f}")  # a bug, never bad input
+    lines = sum(f["lines_read"] for f in files)
+    quarantined = sum(sum(f["quarantined"].values()) for f in files)
+    by_reason = {r: sum(f["quarantined"].get(r, 0) for f in files) for r in REASONS}
+    rate = quarantined / lines if lines else 0.0
+    out_tables = {}
+    for name in (*EVENT_TYPES, *DIMENSIONS):
+        path = bronze / f"{name}.parquet"
+        out_tables[name] = {"rows": tables.get(name, dims.get(name)), "sha256": _sha256(path)}
+    content = hashlib.sha256("".join(f"{k}:{v['sha256']}\n" for k, v in out_tables.items()).encode()).hexdigest()
+    return {
+        "date": date,
+        "status": "ok" if rate <= settings.ingest.max_quarantine_rate else "failed",
+        "rules": {
+            "ts_tolerance_ms": settings.ingest.ts_tolerance_ms,
+            "max_id_len": settings.ingest.max_id_len,
+            "max_line_bytes": settings.ingest.chunk_bytes,
+        },
+        "totals": {
+            "files": len(files),
+            "lines_read": lines,
+            "accepted": sum(f["accepted"] for f in files),
+            "quarantined": quarantined,
+            "duplicates": sum(f["duplicates"] for f in files),
+            "duplicates_conflicting": sum(f["duplicates_conflicting"] for f in files),
+            "quarantined_by_reason": {r: n for r, n in by_reason.items() if n},
+        },
+        "quarantine_rate": round(rate, 8),
+        "max_quarantine_rate": settings.ingest.max_quarantine_rate,
+        "files": files,
+        "tables": out_tables,
+        "content_hash": content,
+    }
+
+
+def _failure_message(settings: Settings, date: str, m: dict[str, Any]) -> str:
+    top = sorted(m["totals"]["quarantined_by_reason"].items(), key=lambda kv: -kv[1])[:3]
+    reasons = ", ".join(f"{r} {n}" for r, n in top)
+    return (
+        f"ingest {date}: {m['totals']['quarantined']} of {m['totals']['lines_read']} lines quarantined "
+        f"({m['quarantine_rate']:.2%} > ingest.max_quarantine_rate {m['max_quarantine_rate']:.2%}; top reasons: "
+        f"{reasons}). Bronze for {date} was not updated. Inspect {quarantine_dir(settings, date)}/quarantine.parquet, "
+        "fix the producer, or raise the threshold with --set ingest.max_quarantine_rate=..."
+    )
+
+
+class _progress:
+    """A rich progress bar over lines read (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, files: list[Path]) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("ingest: {task.completed:,} lines"), TimeElapsedColumn())
+        self.bar.start()
+        task = self.bar.add_task("ingest", total=None)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

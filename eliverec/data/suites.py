@@ -1,0 +1,164 @@
+"""Great Expectations suites on bronze and the ``validate`` stage (``eliverec validate --date D``).
+
+The ``bronze`` suite checks, per event table: required fields not null, ``event_id`` unique,
+``ts`` inside the day (+- ``ingest.ts_tolerance_ms``), id lengths in ``[1, ingest.max_id_len]``,
+counts, positions, stays and revenue non-negative, propensities in [0, 1], allowed values
+(``validation.allowed``), foreign keys (channels of impressions and in-channel events exist in
+``channels``, products of clicks in ``products``), and the row count within
+``validation.row_count_band`` of the mean of the trailing ``validation.trailing_days`` bronze days
+(when there are any). Dimension tables: ids not null and unique, allowed values. The day: the
+watch rate (enters / impressions) within ``[validation.watch_rate_min, validation.watch_rate_max]``
+(when the day has impressions).
+
+Suites are named entries of :data:`SUITES` (a function ``(settings, date) -> list[SuiteResult]``);
+another stage adds its own (e.g. ``samples``) by adding an entry, and :func:`validate_day` runs
+any of them by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import date as Date
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from eliverec.config import Settings
+from eliverec.data.ingest import DAY_MS, bronze_dir, day_start_ms
+from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, ID_FIELDS, REQUIRED
+from eliverec.data.validation import SuiteResult, run_suite, write_report
+from eliverec.errors import DataError, ValidationFailed
+
+_CHANNEL_FK = ("impression", "enter", "leave", "goods_bag_click", "channel_product_click", "channel_stats")
+_PRODUCT_FK = ("product_click", "channel_product_click")
+_NON_NEGATIVE = ("position", "stay_ms", "viewers", "revenue_window")
+
+
+def validation_dir(settings: Settings, date: str) -> Path:
+    """``<data_dir>/validation/<date>``."""
+    return settings.data_dir / "validation" / date
+
+
+def trailing_row_counts(settings: Settings, date: str) -> dict[str, float]:
+    """Mean rows per bronze table over the trailing days that have a manifest (empty if none)."""
+    day = Date.fromisoformat(date)
+    seen: dict[str, list[int]] = {}
+    for k in range(1, settings.validation.trailing_days + 1):
+        path = bronze_dir(settings, (day - timedelta(days=k)).isoformat()) / "_manifest.json"
+        if path.is_file():
+            for name, info in json.loads(path.read_text())["tables"].items():
+                seen.setdefault(name, []).append(int(info["rows"]))
+    return {name: sum(v) / len(v) for name, v in seen.items()}
+
+
+def _event_expectations(settings: Settings, date: str, event: str, columns: Sequence[str], refs: dict) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    start, tol = day_start_ms(date), settings.ingest.ts_tolerance_ms
+    out: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in REQUIRED[event]]
+    out += [
+        gxe.ExpectColumnValuesToBeUnique(column="event_id"),
+        gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=start - tol, max_value=start + DAY_MS - 1 + tol),
+    ]
+    for c in columns:
+        if c in ID_FIELDS:
+            out.append(
+                gxe.ExpectColumnValueLengthsToBeBetween(column=c, min_value=1, max_value=settings.ingest.max_id_len)
+            )
+        if c in _NON_NEGATIVE:
+            out.append(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0))
+    if "propensity" in columns:
+        out.append(gxe.ExpectColumnValuesToBeBetween(column="propensity", min_value=0, max_value=1))
+    if event in _CHANNEL_FK:
+        out.append(gxe.ExpectColumnValuesToBeInSet(column="channel_id", value_set=refs["channels"]))
+    if event in _PRODUCT_FK:
+        out.append(gxe.ExpectColumnValuesToBeInSet(column="product_id", value_set=refs["products"]))
+    return out
+
+
+def _common(settings: Settings, table: str, columns: Sequence[str], trailing: dict[str, float]) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    out: list[Any] = []
+    for key, values in settings.validation.allowed.items():
+        t, _, c = key.partition(".")
+        if t == table and c in columns:
+            out.append(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=list(values)))
+    mean = trailing.get(table)
+    if mean:  # a band around the trailing days' mean
+        band = settings.validation.row_count_band
+        out.append(
+            gxe.ExpectTableRowCountToBeBetween(min_value=int(mean * (1 - band)), max_value=int(mean * (1 + band)) + 1)
+        )
+    return out
+
+
+def bronze_suite(settings: Settings, date: str) -> list[SuiteResult]:
+    """Run the ``bronze`` suite on one ingested day (see the module docstring)."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    folder = bronze_dir(settings, date)
+    if not (folder / "_manifest.json").is_file():
+        raise DataError(f"{folder}: no ingested bronze for {date}; run `eliverec ingest --date {date}` first")
+    frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in (*EVENT_TYPES, *DIMENSIONS)}
+    refs = {
+        "channels": frames["channels"]["channel_id"].dropna().unique().tolist(),
+        "products": frames["products"]["product_id"].dropna().unique().tolist(),
+    }
+    trailing = trailing_row_counts(settings, date)
+    n_ex = settings.validation.max_examples
+    results = []
+    for event in EVENT_TYPES:
+        df = frames[event]
+        exp = _event_expectations(settings, date, event, list(df.columns), refs)
+        exp += _common(settings, event, list(df.columns), trailing)
+        results.append(run_suite("bronze", df, exp, table=event, max_examples=n_ex))
+    for dim, schema in DIMENSIONS.items():
+        df, key = frames[dim], schema.names[0]
+        exp = [gxe.ExpectColumnValuesToNotBeNull(column=key), gxe.ExpectColumnValuesToBeUnique(column=key)]
+        exp += _common(settings, dim, list(df.columns), trailing)
+        results.append(run_suite("bronze", df, exp, table=dim, max_examples=n_ex))
+    n_imp, n_enter = len(frames["impression"]), len(frames["enter"])
+    if n_imp:
+        day = pd.DataFrame({"impressions": [n_imp], "enters": [n_enter], "watch_rate": [n_enter / n_imp]})
+        v = settings.validation
+        exp = [
+            gxe.ExpectColumnValuesToBeBetween(
+                column="watch_rate", min_value=v.watch_rate_min, max_value=v.watch_rate_max
+            )
+        ]
+        results.append(run_suite("bronze", day, exp, table="day", max_examples=n_ex))
+    return results
+
+
+#: Suites by name: ``(settings, date) -> results``. Add an entry to make ``validate_day`` run another suite.
+SUITES: dict[str, Callable[[Settings, str], list[SuiteResult]]] = {"bronze": bronze_suite}
+
+
+def validate_day(settings: Settings, date: str, suites: Sequence[str] = ("bronze",)) -> dict[str, Any]:
+    """Run the named suites on ``date``; write ``validation/<date>/<suite>.json`` and ``.md``.
+
+    Returns ``{"date", "success", "suites": {name: {"success", "failed", "json", "markdown"}}}``.
+    Raises :class:`~eliverec.errors.ValidationFailed` naming each failed expectation (with examples
+    of failing values) when any suite fails, after writing every report.
+    """
+    day_start_ms(date)  # a clear error for a bad date
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise DataError(f"unknown validation suite(s) {', '.join(unknown)} (known: {', '.join(sorted(SUITES))})")
+    folder = validation_dir(settings, date)
+    summary: dict[str, Any] = {"date": date, "success": True, "suites": {}}
+    problems: list[str] = []
+    for name in suites:
+        results = SUITES[name](settings, date)
+        j, m = write_report(name, results, folder, date)
+        failed = [f"{r.table}: {c.describe()}" for r in results for c in r.failed]
+        summary["suites"][name] = {"success": not failed, "failed": failed, "json": str(j), "markdown": str(m)}
+        problems += [f"[{name}] {f}" for f in failed]
+    if problems:
+        summary["success"] = False
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ValidationFailed(f"validation of {date} failed ({len(problems)} expectations):\n  {shown}\nsee {folder}")
+    return summary

@@ -1,0 +1,299 @@
+"""The evaluation gate: may a candidate model reach users? (DESIGN section 6)
+
+``gate(settings, candidate_uri, date)`` scores the candidate and the current champion on the
+same held-out day in one run and applies these checks (thresholds in ``params.yaml`` ``gate:``):
+
+- ``primary/auc``, ``primary/gauc``: non-inferiority. The candidate-minus-champion difference gets
+  a paired bootstrap interval over users (users are resampled with replacement, the same draw for
+  both models); the check passes when the interval's lower bound is at least ``-tolerance``.
+- ``aux/<task>``: goods-bag and product-click AUC (on watched impressions) may not drop by more
+  than ``aux_tolerance``; stay-time RMSE may not grow by more than ``aux_tolerance`` (relative).
+- ``segment/<segment>/<metric>``: AUC and gAUC on low-activity users and on unpopular channels
+  (segments as in :mod:`eliverec.evaluation.metrics`) may not drop by more than ``segment_tolerance``.
+- ``calibration``: mean predicted over observed watch rate inside ``calibration_band``.
+- ``finite``: no NaN or infinite output on the whole day.
+- ``latency``: p99 time to score one request of ``latency_candidates`` candidates (the pyfunc
+  model, one user, in process) within ``latency_budget_ms``.
+
+With no champion yet (bootstrapping) the comparative checks are skipped and say so. The verdict
+and every number are written to ``<data_dir>/reports/gate/<date>/<name>.json`` and ``.md`` and
+logged to the candidate's MLflow run; with a registry version, the verdict is tagged on it and a
+passing version becomes ``challenger``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eliverec.config import Settings
+from eliverec.evaluation.metrics import compute_metrics, per_user_auc, segment_metrics
+from eliverec.features.batch import LABELS
+
+GUARDED_SEGMENTS: tuple[str, ...] = ("low_activity", "unpopular")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate check: what was compared, the numbers, and whether it passed."""
+
+    name: str
+    passed: bool
+    candidate: float | None
+    champion: float | None
+    threshold: str
+    detail: str = ""
+
+
+def paired_bootstrap(
+    users: np.ndarray, labels: np.ndarray, cand: np.ndarray, champ: np.ndarray,
+    samples: int, confidence: float, seed: int,
+) -> dict[str, tuple[float, float, float]]:
+    """Bootstrap over users of the AUC and gAUC differences (candidate - champion).
+
+    Returns ``{"auc": (diff, lo, hi), "gauc": (diff, lo, hi)}`` with a percentile interval.
+
+    >>> rng = np.random.default_rng(0)
+    >>> u = np.repeat(np.arange(50), 8); y = rng.random(400) < 0.3
+    >>> r = paired_bootstrap(u, y, y + rng.random(400), rng.random(400), 50, 0.9, 0)
+    >>> r["auc"][1] > 0.2 and r["gauc"][1] > 0.2
+    True
+    """
+    from sklearn.metrics import roc_auc_score
+
+    codes, uniq = pd.factorize(np.asarray(users))
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=samples)  # (S, U)
+    y = np.asarray(labels, dtype=np.float64)
+    auc_diffs = np.array([
+        roc_auc_score(y, cand, sample_weight=w[codes]) - roc_auc_score(y, champ, sample_weight=w[codes])
+        if np.ptp(y[w[codes] > 0]) > 0 else np.nan
+        for w in draws
+    ])
+    gauc_diffs = _gauc_diffs(codes, y, cand, champ, draws)
+    point = {"auc": roc_auc_score(y, cand) - roc_auc_score(y, champ), "gauc": _gauc_point(codes, y, cand, champ)}
+    alpha = (1.0 - confidence) / 2.0
+    out = {}
+    for key, diffs in (("auc", auc_diffs), ("gauc", gauc_diffs)):
+        d = diffs[np.isfinite(diffs)]
+        lo, hi = (np.quantile(d, [alpha, 1.0 - alpha]) if d.size else (np.nan, np.nan))
+        out[key] = (float(point[key]), float(lo), float(hi))
+    return out
+
+
+def _gauc_parts(codes: np.ndarray, y: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    return per_user_auc(codes, y, scores)
+
+
+def _gauc_point(codes: np.ndarray, y: np.ndarray, cand: np.ndarray, champ: np.ndarray) -> float:
+    a, b = _gauc_parts(codes, y, cand), _gauc_parts(codes, y, champ)
+    if a.empty:
+        return float("nan")
+    return float(np.average(a["auc"], weights=a["n"]) - np.average(b["auc"], weights=b["n"]))
+
+
+def _gauc_diffs(codes: np.ndarray, y: np.ndarray, cand: np.ndarray, champ: np.ndarray,
+                draws: np.ndarray) -> np.ndarray:
+    a, b = _gauc_parts(codes, y, cand), _gauc_parts(codes, y, champ)  # same users: labels are shared
+    if a.empty:
+        return np.full(len(draws), np.nan)
+    w = draws[:, a.index.to_numpy()] * a["n"].to_numpy()  # (S, users with both classes)
+    tot = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ a["auc"].to_numpy() - w @ b["auc"].to_numpy()) / tot
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def compare(
+    cand: dict[str, float], champ: dict[str, float] | None, boot: dict[str, tuple[float, float, float]] | None,
+    settings: Settings,
+) -> list[Check]:
+    """The comparative checks (primary, auxiliary, segments) from both models' metrics."""
+    g = settings.gate
+    if champ is None or boot is None:
+        return [Check("champion", True, None, None, "none yet", "no champion: comparative checks skipped")]
+    checks = []
+    for key, tol in (("auc", g.auc_tolerance), ("gauc", g.gauc_tolerance)):
+        diff, lo, hi = boot[key]
+        checks.append(Check(f"primary/{key}", bool(np.isfinite(lo) and lo >= -tol), cand.get(key), champ.get(key),
+                            f"CI lower bound of difference >= -{tol}",
+                            f"diff {diff:+.4f}, {g.confidence:.0%} CI [{lo:+.4f}, {hi:+.4f}]"))
+    for key in ("goods_bag/auc", "product_click/auc"):
+        c, h = _num(cand.get(key)), _num(champ.get(key))
+        ok = h is None or (c is not None and c - h >= -g.aux_tolerance)
+        checks.append(Check(f"aux/{key}", ok, c, h, f"drop <= {g.aux_tolerance}"))
+    c, h = _num(cand.get("stay_time/rmse")), _num(champ.get("stay_time/rmse"))
+    ok = h is None or (c is not None and c <= h * (1.0 + g.aux_tolerance))
+    checks.append(Check("aux/stay_time/rmse", ok, c, h, f"growth <= {g.aux_tolerance:.0%}"))
+    for seg in GUARDED_SEGMENTS:
+        for metric in ("auc", "gauc"):
+            key = f"segment/{seg}/{metric}"
+            c, h = _num(cand.get(key)), _num(champ.get(key))
+            ok = h is None or (c is not None and c - h >= -g.segment_tolerance)
+            checks.append(Check(key, ok, c, h, f"drop <= {g.segment_tolerance}"))
+    return checks
+
+
+def absolute_checks(cand: dict[str, float], finite: bool, latency_p99_ms: float, settings: Settings) -> list[Check]:
+    """Checks of the candidate alone: calibration, finite outputs, latency."""
+    g = settings.gate
+    ratio = _num(cand.get("calibration/ratio"))
+    lo, hi = g.calibration_band
+    return [
+        Check("calibration", ratio is not None and lo <= ratio <= hi, ratio, None, f"ratio in [{lo}, {hi}]",
+              "mean predicted / observed watch rate"),
+        Check("finite", finite, None, None, "no NaN/inf outputs"),
+        Check("latency", latency_p99_ms <= g.latency_budget_ms, latency_p99_ms, None,
+              f"p99 <= {g.latency_budget_ms} ms", f"one request of {g.latency_candidates} candidates"),
+    ]
+
+
+def request_latency_ms(model: Any, batch: dict[str, np.ndarray], candidates: int, repeats: int = 30) -> float:
+    """p99 wall time (ms) of scoring one user's request of ``candidates`` candidates."""
+    n = len(next(iter(batch.values())))
+    rows = np.arange(candidates) % n
+    request = {k: v[rows].copy() for k, v in batch.items()}
+    for key in ("user", "profile", "context", "product_seq", "product_len", "channel_seq", "channel_len"):
+        if key in request:
+            request[key][:] = request[key][0]  # one user, many candidate channels
+    for _ in range(3):
+        model.predict(request)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.predict(request)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return float(np.percentile(times, 99))
+
+
+@dataclass
+class GateResult:
+    """The verdict and everything it rests on."""
+
+    passed: bool
+    candidate_uri: str
+    champion_uri: str | None
+    date: str
+    checks: list[Check]
+    candidate_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    paths: dict[str, str]
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+def gate(
+    settings: Settings, candidate_uri: str, date: str, champion_uri: str | None = None,
+    version: str | None = None, run_id: str | None = None,
+) -> GateResult:
+    """Evaluate candidate vs champion on ``date``; write and log the verdict (see module docstring)."""
+    from eliverec import registry
+    from eliverec.evaluation.evaluate import load_model, score, scored_frame, trailing_counts
+    from eliverec.training.data import load_days
+
+    if champion_uri is None and registry.alias_version(settings, registry.CHAMPION) is not None:
+        champion_uri = f"models:/{settings.tracking.registered_model}@{registry.CHAMPION}"
+    test = load_days(settings.data_dir, [date])
+    users, channels = trailing_counts(settings, date)
+    cand_model = load_model(settings, candidate_uri)
+    cand_preds = score(cand_model, test)
+    cand_frame = scored_frame(test, cand_preds)
+    finite = bool(np.isfinite(cand_preds[list(LABELS)].to_numpy(dtype=np.float64)).all())
+    sample = test[np.arange(min(len(test), settings.gate.latency_candidates))]
+    latency = request_latency_ms(cand_model, {k: v.numpy() for k, v in sample.items() if k not in (*LABELS, "ts")},
+                                 settings.gate.latency_candidates)
+    champ_frame = None
+    if champion_uri is not None:
+        champ_frame = scored_frame(test, score(load_model(settings, champion_uri), test))
+    checks, cand, champ = decide(cand_frame, champ_frame, users, channels, finite, latency, settings)
+    result = GateResult(all(c.passed for c in checks), candidate_uri, champion_uri, date, checks, cand, champ, {})
+    result.paths = _write(settings, result, version)
+    _record(settings, result, version, run_id)
+    return result
+
+
+def decide(
+    cand_frame: pd.DataFrame, champ_frame: pd.DataFrame | None, users: pd.Series, channels: pd.Series,
+    finite: bool, latency_p99_ms: float, settings: Settings,
+) -> tuple[list[Check], dict[str, float], dict[str, float] | None]:
+    """Every check from the scored frames of both models (same rows, same order)."""
+    cand = _metrics(cand_frame, users, channels, settings)
+    champ = boot = None
+    if champ_frame is not None:
+        champ = _metrics(champ_frame, users, channels, settings)
+        boot = paired_bootstrap(cand_frame["user"].to_numpy(), cand_frame["watch"].to_numpy(),
+                                cand_frame["pred_watch"].to_numpy(), champ_frame["pred_watch"].to_numpy(),
+                                settings.gate.bootstrap_samples, settings.gate.confidence, settings.seed)
+    checks = compare(cand, champ, boot, settings) + absolute_checks(cand, finite, latency_p99_ms, settings)
+    return checks, cand, champ
+
+
+def _metrics(frame: pd.DataFrame, users: pd.Series, channels: pd.Series, settings: Settings) -> dict[str, float]:
+    k, bins = settings.evaluation.k, settings.evaluation.calibration_bins
+    out = compute_metrics(frame, k, bins)
+    out.update(segment_metrics(frame, users, channels, k, bins))
+    return out
+
+
+def _write(settings: Settings, result: GateResult, version: str | None) -> dict[str, str]:
+    out = Path(settings.data_dir) / "reports" / "gate" / result.date
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"v{version}" if version else "candidate"
+    payload = {
+        "verdict": result.verdict, "candidate_uri": result.candidate_uri, "champion_uri": result.champion_uri,
+        "date": result.date, "version": version, "checks": [asdict(c) for c in result.checks],
+        "candidate_metrics": {k: _num(v) for k, v in result.candidate_metrics.items()},
+        "champion_metrics": None if result.champion_metrics is None
+        else {k: _num(v) for k, v in result.champion_metrics.items()},
+    }
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(payload, indent=2))
+    md_path.write_text(markdown(result, version))
+    return {"json": str(json_path), "markdown": str(md_path)}
+
+
+def markdown(result: GateResult, version: str | None = None) -> str:
+    """The verdict as a short markdown page."""
+    f = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    head = f"# Gate: **{result.verdict.upper()}** for {'version ' + version if version else result.candidate_uri}"
+    lines = [head, "", f"Test day {result.date}; champion: `{result.champion_uri or 'none'}`.", "",
+             "| check | passed | candidate | champion | threshold | detail |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c.name} | {'yes' if c.passed else '**NO**'} | {f(c.candidate)} | {f(c.champion)} | "
+              f"{c.threshold} | {c.detail} |" for c in result.checks]
+    return "\n".join(lines) + "\n"
+
+
+def _record(settings: Settings, result: GateResult, version: str | None, run_id: str | None) -> None:
+    """Log the verdict to the candidate's MLflow run and tag the registry version."""
+    from eliverec import registry
+
+    client = registry.client(settings)
+    if run_id is None and version is not None:
+        run_id = client.get_model_version(settings.tracking.registered_model, version).run_id
+    if run_id:
+        client.set_tag(run_id, "gate_verdict", result.verdict)
+        for c in result.checks:
+            if c.candidate is not None and math.isfinite(c.candidate):
+                client.log_metric(run_id, f"gate/{c.name}".replace("@", "_at_"), c.candidate)
+        client.log_metric(run_id, "gate/passed", float(result.passed))
+        for path in result.paths.values():
+            client.log_artifact(run_id, path, artifact_path="gate")
+    if version is not None:
+        registry.set_verdict(settings, version, result.verdict, result.paths["json"])
+        if result.passed:
+            registry.set_challenger(settings, version, f"gate passed on {result.date}")
