@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from eliverec.errors import EliverecError
 
@@ -53,6 +53,23 @@ class WorldConfig(Section):
     shift_strength: float = Field(ge=0.0, le=1.0)
     files_per_day: int = Field(ge=1)
     gzip: bool
+    gzip_level: int = Field(default=1, ge=1, le=9)
+    warmup_days: int = Field(default=2, ge=0)
+    n_consistent: int = Field(default=2, ge=1)
+    n_product_specific: int = Field(default=2, ge=1)
+    n_live_specific: int = Field(default=2, ge=1)
+    feed_size: int = Field(default=8, ge=1, le=32)
+    watches_per_feed: float = Field(default=0.9, gt=0.0)
+    feeds_per_day: float = Field(default=4.0, gt=0.0)
+    product_clicks_per_day: float = Field(default=10.0, gt=0.0)
+    activity_sigma: float = Field(default=0.6, ge=0.0)
+    low_activity_share: float = Field(default=0.25, ge=0.0, le=1.0)
+    low_activity_factor: float = Field(default=0.08, gt=0.0, le=1.0)
+    zipf_exponent: float = Field(default=1.0, ge=0.0)
+    live_hours: float = Field(default=6.0, gt=0.0, le=24.0)
+    stats_interval_min: int = Field(default=5, ge=1, le=60)
+    drift_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    chunk_users: int = Field(default=10000, ge=1)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -63,6 +80,19 @@ class IngestConfig(Section):
     max_id_len: int = Field(ge=1)
     max_quarantine_rate: float = Field(ge=0.0, le=1.0)
     chunk_bytes: int = Field(ge=1024)
+    workers: int = Field(default=2, ge=1)  # processes parsing chunks in parallel (1: in-process)
+
+
+# --------------------------------------------------------------------------- validate
+class ValidateConfig(Section):
+    """Great Expectations gates on bronze (``eliverec.data.suites``)."""
+
+    trailing_days: int = Field(default=7, ge=1)  # days before the partition that give the row-count mean
+    row_count_band: float = Field(default=0.5, gt=0.0)  # allowed relative deviation from that mean
+    watch_rate_min: float = Field(default=0.01, ge=0.0, le=1.0)  # enter / impression
+    watch_rate_max: float = Field(default=0.6, ge=0.0, le=1.0)
+    max_examples: int = Field(default=5, ge=1)  # failing values shown per expectation
+    allowed: dict[str, list[str]] = Field(default_factory=dict)  # "table.column" -> allowed values
 
 
 # --------------------------------------------------------------------------- features
@@ -75,18 +105,73 @@ class FeaturesConfig(Section):
     train_days: int = Field(ge=1)
     hash_salt: str
     vocab: dict[str, int]
+    chunk_rows: int = Field(default=131072, ge=1)
+    label_rate_bands: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    min_mean_seq_len: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_vocab(self) -> FeaturesConfig:
+        """Every hashed field needs a vocabulary; fixed-range fields need room for their values."""
+        from eliverec.features.hashing import check_vocab
+
+        check_vocab(self.vocab)
+        return self
 
 
 # --------------------------------------------------------------------------- model
-class ModelConfig(Section):
-    """Model hyper-parameters (paper section V-D)."""
+ModelName = Literal[
+    "eliverec", "eliverec_wo_m", "eliverec_vanilla", "eliverec_wo_p", "eliverec_wo_c", "eliverec_wo_n",
+    "eliverec_wo_d", "eliverec_cos", "eliverec_euc", "eliverec_sr", "eliverec_din", "eliverec_hgn",
+    "wdl", "wdl_dual", "din", "din_dual", "dien", "dien_dual", "hgn", "hgn_dual", "bst", "bst_dual",
+    "eta", "eta_dual",
+]
+"""Registered model names (``eliverec.models.MODELS`` has exactly these keys; a test checks it)."""
 
-    name: str
+
+class ModelConfig(Section):
+    """Model hyper-parameters (paper sections IV and V-D; ``eliverec/models``).
+
+    A registered name may pin some of these (for example ``eliverec_wo_c`` sets ``dcor: false``);
+    ``eliverec.models.effective_model_config`` gives the values a model really uses.
+    """
+
+    name: ModelName
     dim: int = Field(ge=2)
     heads: int = Field(ge=1)
     layers: int = Field(ge=1)
     mlp: list[int]
     dropout: float = Field(ge=0.0, lt=1.0)
+    emb_std: float = Field(gt=0.0)  # std of each field's embedding init (not the tiny CTR-library default)
+    backbone: Literal["transformer", "din", "hgn"]  # eLiveRec basic sequence encoder (Fig. 5)
+    disentangle: bool  # False: eLiveRec wo.D
+    prototypes: Literal["pooled", "learned"]  # learned: wo.P
+    dcor: bool  # False: wo.C (eq. 8 off)
+    consistency: Literal["infonce", "cos", "euc", "none"]  # eq. 9 or the Cos / Euc variants; none: wo.N
+    specific_reg: bool  # SR: also penalise dependence between z_sV and z_sS
+    lambda1: float = Field(ge=0.0)  # eq. 10, distance correlation
+    lambda2: float = Field(ge=0.0)  # eq. 10, InfoNCE (or its cos/euc replacement)
+    lambda_sr: float = Field(ge=0.0)  # weight of the SR term
+    tau: float = Field(gt=0.0)  # eq. 9 temperature
+    mtl: Literal["single", "vanilla", "adaptive"]  # multi-task mode (eq. 15 / 14)
+    mtl_weights: list[float]  # vanilla weights of stay_time, goods_bag, product_click; their sum is the adaptive budget
+    aux_scope: Literal["watched", "all"]  # auxiliary losses on watched impressions only, or on all
+    weight_hidden: int = Field(ge=1)  # eq. 14 weighting network hidden units
+    weight_entropy: float = Field(gt=0.0)  # entropy strength of the weighting-network objective
+    experts: int = Field(ge=1)  # MMoE experts (eq. 13)
+    expert_dim: int = Field(ge=1)
+    eta_topk: int = Field(ge=1)  # ETA: behaviours kept by SimHash retrieval
+    eta_hash_bits: int = Field(ge=1, le=1024)
+    serve_position: int = Field(ge=0)  # feed position used at serving (trained with the real one)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        if len(self.mtl_weights) != 3 or min(self.mtl_weights) < 0 or sum(self.mtl_weights) <= 0:
+            raise ValueError("mtl_weights needs 3 non-negative weights (stay_time, goods_bag, product_click), sum > 0")
+        if not self.mlp or min(self.mlp) < 1:
+            raise ValueError("mlp needs at least one layer width >= 1")
+        return self
 
 
 # --------------------------------------------------------------------------- train
@@ -131,6 +216,108 @@ class EvaluationConfig(Section):
     batch_size: int = Field(default=4096, ge=1)  # scoring batch size
 
 
+# --------------------------------------------------------------------------- monitor
+class MonitorConfig(Section):
+    """Daily monitoring with Evidently (``eliverec monitor``; ``eliverec.monitoring``).
+
+    Relative ``workspace`` / ``dashboards`` paths resolve against the folder of ``params.yaml``.
+    """
+
+    reference_days: int = Field(default=0, ge=0)  # days before D forming the drift reference (0: features.train_days)
+    sample_rows: int = Field(default=20000, ge=100)  # rows sampled from the reference and from day D for drift
+    num_method: str = "wasserstein"  # Evidently stat test of numerical columns
+    cat_method: str = "jensenshannon"  # Evidently stat test of categorical columns
+    drift_threshold: float = Field(default=0.1, gt=0.0)  # a column drifts when its distance reaches this ...
+    column_thresholds: dict[str, float] = Field(default_factory=dict)  # ... or its own threshold here
+    max_rate_change: float = Field(default=0.25, gt=0.0)  # |label rate or mean score / reference - 1| allowed
+    windows: list[int] = Field(default_factory=lambda: [7, 14, 30])  # exposure discoverability windows (days)
+    popularity_days: int = Field(default=7, ge=1)  # trailing days whose impressions rank channels into tiers
+    activity_days: int = Field(default=7, ge=1)  # trailing days whose impressions + product clicks rank users
+    low_activity_share: float = Field(default=0.5, gt=0.0, lt=1.0)  # bottom share of D's users that is "low"
+    min_coverage: float | None = Field(default=None, ge=0.0, le=1.0)  # gate: channels exposed on D / catalogue
+    max_gini: float | None = Field(default=None, ge=0.0, le=1.0)  # gate: Gini of impressions over channels
+    workspace: str = "monitoring/workspace"
+    dashboards: str = "monitoring/dashboards.yaml"
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(default=8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitorConfig:
+        from eliverec.monitoring.columns import check_thresholds
+
+        check_thresholds(self.column_thresholds)
+        if not self.windows or min(self.windows) < 1:
+            raise ValueError("windows needs at least one window of >= 1 day")
+        return self
+
+
+class GateConfig(Section):
+    """Evaluation gate thresholds (DESIGN section 6; ``eliverec.evaluation.gate``)."""
+
+    auc_tolerance: float = Field(ge=0.0)  # non-inferiority margin on the bootstrap CI lower bound
+    gauc_tolerance: float = Field(ge=0.0)
+    aux_tolerance: float = Field(ge=0.0)  # aux AUC drop (absolute) / stay-time RMSE growth (relative)
+    segment_tolerance: float = Field(ge=0.0)
+    calibration_band: tuple[float, float]
+    latency_budget_ms: float = Field(gt=0.0)
+    latency_candidates: int = Field(ge=1)
+    bootstrap_samples: int = Field(ge=10)
+    confidence: float = Field(gt=0.5, lt=1.0)
+
+
+# --------------------------------------------------------------------------- serving
+class ServingConfig(Section):
+    """The ranking service (``eliverec serve``; ``eliverec/serving``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    admin_token: str = Field(min_length=8)  # $ELIVEREC_ADMIN_TOKEN wins (eliverec.serving.admin_token)
+    reload_poll_s: float = Field(default=10.0, ge=0.0)  # registry alias polling (0: admin call only)
+    warm_days: int = Field(default=2, ge=0)  # latest bronze days that warm the online state
+    max_candidates: int = Field(default=1000, ge=1)  # per /rank request
+    torch_threads: int = Field(default=1, ge=1)  # intra-op threads for scoring
+    log_flush_ms: int = Field(default=200, ge=1)  # served impressions and events reach disk within this
+    latency_window: int = Field(default=20000, ge=100)  # recent requests kept per variant for /admin/stats
+
+
+# --------------------------------------------------------------------------- A/B
+class ABConfig(Section):
+    """A/B buckets, the ramp policy and its guardrails (``eliverec/experiments``)."""
+
+    experiment: str = Field(min_length=1)
+    salt: str = Field(min_length=1)  # per-experiment hash salt: a new salt reshuffles users
+    buckets: int = Field(default=1000, ge=2)
+    stages: list[float] = Field(min_length=1)  # challenger share per stage, percent, increasing
+    min_users: int = Field(ge=1)  # users per variant before a stage is judged
+    min_impressions: int = Field(ge=1)  # impressions per variant before a stage is judged
+    primary_metric: Literal["watch_rate", "ctr", "stay_time", "goods_bag_ctr", "product_ctr", "conversion"]
+    alpha: float = Field(gt=0.0, lt=0.5)  # one-sided significance level of the loss test
+    max_error_rate: float = Field(ge=0.0, le=1.0)  # guardrail: challenger error share
+    max_p99_ms: float = Field(gt=0.0)  # guardrail: challenger p99 latency
+    poll_s: float = Field(default=30.0, gt=0.0)  # ramp re-checks traffic this often (live traffic)
+    max_stage_minutes: float = Field(default=1440.0, gt=0.0)  # give up (roll back) if a stage starves
+    traffic_candidates: int = Field(default=100, ge=1)  # candidates per simulated feed request
+    traffic_rate: float = Field(default=0.2, gt=0.0)  # feed requests per simulated user per world minute
+    traffic_concurrency: int = Field(default=8, ge=1)  # requests in flight from `eliverec traffic`
+
+    @model_validator(mode="after")
+    def _check(self) -> ABConfig:
+        if any(not 0 < s <= 50 for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
+            raise ValueError(f"stages must increase strictly within (0, 50] percent (got {self.stages})")
+        return self
+
+
+class FlowsConfig(Section):
+    """Prefect flows and their schedules (``flows/``)."""
+
+    timezone: str
+    nightly_cron: str
+    monitor_cron: str
+    baseline_model: str  # the first champion when none exists: the paper's online baseline
+    challenger_model: str  # what the nightly flow trains every night
+    train_timeout_s: int = Field(ge=60)  # training runs as a subprocess with this limit
+
+
 class Settings(Section):
     """All settings of one run, resolved for one profile."""
 
@@ -143,7 +330,13 @@ class Settings(Section):
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
+    serving: ServingConfig
+    ab: ABConfig
     evaluation: EvaluationConfig = EvaluationConfig()
+    gate: GateConfig
+    flows: FlowsConfig
+    validation: ValidateConfig = ValidateConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     def section_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for logging with runs and models)."""

@@ -134,7 +134,14 @@ def bronze_suite(settings: Settings, date: str) -> list[SuiteResult]:
 
 
 #: Suites by name: ``(settings, date) -> results``. Add an entry to make ``validate_day`` run another suite.
-SUITES: dict[str, Callable[[Settings, str], list[SuiteResult]]] = {"bronze": bronze_suite}
+def _samples_suite(settings: Settings, date: str) -> list[SuiteResult]:
+    """The feature stage's suite on ``features/<date>/samples.parquet`` (defined beside the samples)."""
+    from eliverec.features.expectations import samples_suite
+
+    return samples_suite(settings, date)
+
+
+SUITES: dict[str, Callable[[Settings, str], list[SuiteResult]]] = {"bronze": bronze_suite, "samples": _samples_suite}
 
 
 def validate_day(settings: Settings, date: str, suites: Sequence[str] = ("bronze",)) -> dict[str, Any]:

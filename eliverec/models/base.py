@@ -1,0 +1,220 @@
+"""The contract every ranking model follows: same batch in, same dict of outputs out.
+
+``forward(batch)`` returns ``watch`` (B,) logit (eq. 11), ``stay_time`` (B,) regression output,
+``goods_bag`` and ``product_click`` (B,) logits (eq. 13; zeros when the model has no auxiliary
+heads), ``reg`` (scalar, the weighted self-supervised regulariser of eq. 10, zero if none),
+``shared`` (the intra-channel embedding both the primary and the auxiliary heads read; the adaptive
+weighting of eq. 14 takes gradient similarities on it) and ``reg/<name>`` scalars for logging.
+
+A model is a short composition: ``user_state`` (candidate-independent: sequence embeddings and
+encoders), ``encode`` (target-dependent feature set), then the shared heads defined here: the
+watch tower over ``[features, dynamic context, position]`` and, in multi-task modes, MMoE heads for
+the three in-channel behaviours over ``inter(features)`` (eLiveRec puts its gate unit there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from eliverec.config import ConfigError, ModelConfig
+from eliverec.errors import DataError
+from eliverec.features.batch import (
+    AUX_TASKS,
+    CHANNEL_FIELDS,
+    CONTEXT_FIELDS,
+    DYNAMIC_DENSE,
+    PRODUCT_FIELDS,
+    PROFILE_FIELDS,
+)
+from eliverec.models.layers import MLP, EmbeddingBank, MMoE, masked_mean
+
+INPUT_KEYS: tuple[str, ...] = (
+    "user", "profile", "context", "position", "channel", "dynamic", "dynamic_cats",
+    "product_seq", "product_len", "channel_seq", "channel_len",
+)  # fmt: skip
+USER_KEYS: tuple[str, ...] = ("user", "product_seq", "product_len", "channel_seq", "channel_len")
+VOCAB_KEYS: tuple[str, ...] = (
+    "user", *PROFILE_FIELDS, *CONTEXT_FIELDS, "position", *CHANNEL_FIELDS, "product", "brand",
+)  # fmt: skip
+STATIC_FIELDS = 1 + len(PROFILE_FIELDS) + len(CONTEXT_FIELDS)  # user id, profile, spatiotemporal context
+DOMAINS: dict[str, tuple[str, str, tuple[str, ...]]] = {  # domain -> (sequence key, length key, fields)
+    "live": ("channel_seq", "channel_len", CHANNEL_FIELDS),
+    "product": ("product_seq", "product_len", PRODUCT_FIELDS),
+}
+
+
+@dataclass
+class Context:
+    """Per-candidate inputs: e_c (B, 8d), e_vt (B, d), position (B, d), e_d (B, 2d) and user ids."""
+
+    static: Tensor
+    target: Tensor
+    position: Tensor
+    dynamic: Tensor
+    users: Tensor
+
+
+def check_batch(batch: Mapping[str, Tensor]) -> None:
+    """Raise ``DataError`` naming the missing keys of the batch contract (``eliverec.features.batch``)."""
+    missing = [k for k in INPUT_KEYS if k not in batch]
+    if missing:
+        raise DataError(f"batch lacks {missing}; see eliverec/features/batch.py for the contract")
+
+
+def sequence_mask(lengths: Tensor, seq_len: int) -> Tensor:
+    """(B,) lengths -> (B, L) bool, True on the real events of a left-padded sequence.
+
+    >>> sequence_mask(torch.tensor([2, 0]), 3).tolist()
+    [[False, True, True], [False, False, False]]
+    """
+    return torch.arange(seq_len, device=lengths.device).unsqueeze(0) >= (seq_len - lengths).unsqueeze(1)
+
+
+class AuxHeads(nn.Module):
+    """MMoE over the shared inter-channel input, one gate and one tower per auxiliary task (eq. 13)."""
+
+    def __init__(self, in_dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.mmoe = MMoE(in_dim, cfg.experts, cfg.expert_dim, len(AUX_TASKS), cfg.dropout)
+        hidden = [max(cfg.expert_dim // 2, 4)]
+        self.towers = nn.ModuleList(MLP(cfg.expert_dim, hidden, out=1) for _ in AUX_TASKS)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        outs, _ = self.mmoe(x)
+        return {t: tower(o).squeeze(-1) for t, tower, o in zip(AUX_TASKS, self.towers, outs, strict=True)}
+
+
+class RankingModel(nn.Module):
+    """Base of every model; subclasses set ``name``, ``dual``, ``preset`` and implement ``encode``."""
+
+    name: ClassVar[str] = ""
+    dual: ClassVar[bool] = True
+    preset: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, cfg: ModelConfig, vocab: Mapping[str, int], seq_len: int) -> None:
+        super().__init__()
+        missing = [k for k in VOCAB_KEYS if k not in vocab]
+        if missing:
+            raise ConfigError(f"features.vocab lacks {missing} (needed by the model)")
+        if cfg.serve_position >= int(vocab["position"]):
+            raise ConfigError(f"model.serve_position={cfg.serve_position} must be < features.vocab.position")
+        self.cfg, self.seq_len, d = cfg, seq_len, cfg.dim
+        self.bank = EmbeddingBank({k: int(vocab[k]) for k in VOCAB_KEYS}, d, cfg.emb_std)
+        self.dense = nn.Linear(DYNAMIC_DENSE, d)
+        self.domains = ("live", "product") if self.dual else ("live",)
+
+    # ------------------------------------------------------------------ subclass interface
+    def finish(self, feature_dims: list[int]) -> None:
+        """Create the watch tower and the auxiliary heads once the feature widths are known."""
+        d = self.cfg.dim
+        self.dims = [*feature_dims, 2 * d]  # + dynamic context e_d
+        self.tower = MLP(sum(self.dims) + d, self.cfg.mlp, out=1, dropout=self.cfg.dropout)  # eq. 11
+        self.heads = AuxHeads(self.inter_dim(), self.cfg) if self.cfg.mtl != "single" else None
+
+    def inter_dim(self) -> int:
+        """Width of the auxiliary heads' input (default: the intra-channel embedding)."""
+        return sum(self.dims)
+
+    def user_state(self, seqs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Candidate-independent state (B, ...); default: the embedded sequences themselves."""
+        return seqs
+
+    def encode(
+        self, x: Context, state: dict[str, Tensor], with_reg: bool
+    ) -> tuple[list[Tensor], dict[str, Tensor], Tensor | None]:
+        """Target-dependent features (list of (B, d_i)), unweighted regularisers, weighted reg total."""
+        raise NotImplementedError
+
+    def inter(self, parts: tuple[Tensor, ...]) -> Tensor:
+        """Input of the auxiliary heads from the split intra-channel embedding (default: all of it)."""
+        return torch.cat(parts, dim=-1)
+
+    def extra_logit(self, batch: Mapping[str, Tensor]) -> Tensor | None:
+        """An additive watch logit (WDL's wide part); none by default."""
+        return None
+
+    # ------------------------------------------------------------------ inputs
+    def embed_context(self, batch: Mapping[str, Tensor]) -> Context:
+        b = self.bank
+        static = torch.cat(
+            [b.field(batch["user"], "user")]
+            + [b.field(batch["profile"][:, i], f) for i, f in enumerate(PROFILE_FIELDS)]
+            + [b.field(batch["context"][:, i], f) for i, f in enumerate(CONTEXT_FIELDS)],
+            dim=-1,
+        )  # e_c, (B, 8d)
+        cats = b.field(batch["dynamic_cats"], "category")  # (B, K, d)
+        dyn = torch.cat([self.dense(batch["dynamic"].float()), masked_mean(cats, batch["dynamic_cats"] > 0)], -1)
+        return Context(static, b.item(batch["channel"], CHANNEL_FIELDS), b.field(batch["position"], "position"),
+                       dyn, batch["user"])
+
+    def embed_sequences(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        out = {"user": self.bank.field(batch["user"], "user")}
+        for dom in self.domains:
+            seq_key, len_key, fields = DOMAINS[dom]
+            out[f"{dom}_e"] = self.bank.item(batch[seq_key], fields)  # E_V / E_S, (B, L, d)
+            out[f"{dom}_mask"] = sequence_mask(batch[len_key], batch[seq_key].shape[1])
+        return out
+
+    # ------------------------------------------------------------------ forward / serving
+    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return self.run(batch, share_user=False, with_reg=True)
+
+    def run(self, batch: Mapping[str, Tensor], share_user: bool, with_reg: bool) -> dict[str, Tensor]:
+        """Forward pass; ``share_user`` computes the candidate-independent state once from row 0."""
+        check_batch(batch)
+        x = self.embed_context(batch)
+        B = x.target.shape[0]
+        src = {k: batch[k][:1] for k in USER_KEYS} if share_user else batch
+        state = self.user_state(self.embed_sequences(src))
+        if share_user:
+            state = {k: v.expand(B, *v.shape[1:]) for k, v in state.items()}
+        feats, regs, reg = self.encode(x, state, with_reg)
+        intra = torch.cat([*feats, x.dynamic], dim=-1)  # intra-channel embedding (+ e_d)
+        watch = self.tower(torch.cat([intra, x.position], dim=-1)).squeeze(-1)
+        extra = self.extra_logit(batch)
+        if extra is not None:
+            watch = watch + extra
+        zero = watch.new_zeros(B)
+        out: dict[str, Tensor] = {"watch": watch, "shared": intra, **{t: zero for t in AUX_TASKS}}
+        if self.heads is not None:
+            out.update(self.heads(self.inter(intra.split(self.dims, dim=-1))))
+        out["reg"] = reg if reg is not None else watch.new_zeros(())
+        out.update({f"reg/{k}": v.detach() for k, v in regs.items()})
+        return out
+
+    @torch.no_grad()
+    def score(self, batch: Mapping[str, Tensor], share_user: bool | None = None) -> dict[str, Tensor]:
+        """Serving scores: probabilities of watch / goods bag / product click and the stay time.
+
+        The position is replaced by ``model.serve_position``. When every row carries the same user
+        and sequences (one request, many candidates; detected unless ``share_user`` is given), the
+        candidate-independent state (sequence encoders, prototypes, intention weights) is computed
+        once and broadcast. Auxiliary outputs are zeros for a model without auxiliary heads.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            b = dict(batch)
+            b["position"] = torch.full_like(batch["position"], self.cfg.serve_position)
+            share = self.single_user(b) if share_user is None else share_user
+            out = self.run(b, share_user=share, with_reg=False)
+        finally:
+            self.train(was_training)
+        return {
+            "watch": torch.sigmoid(out["watch"]),
+            "stay_time": out["stay_time"].clamp(min=0.0),
+            "goods_bag": torch.sigmoid(out["goods_bag"]) if self.heads is not None else out["goods_bag"],
+            "product_click": torch.sigmoid(out["product_click"]) if self.heads is not None else out["product_click"],
+        }
+
+    @staticmethod
+    def single_user(batch: Mapping[str, Tensor]) -> bool:
+        """True when every row has row 0's user and behaviour sequences."""
+        if batch["user"].shape[0] < 2:
+            return False
+        return all(bool((batch[k] == batch[k][:1]).all()) for k in USER_KEYS)

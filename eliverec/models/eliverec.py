@@ -1,0 +1,168 @@
+"""eLiveRec (paper section IV): disentangled cross-domain intents + adaptive multi-task heads.
+
+Per domain K in {V (live), S (product)}: basic sequence encoder ``H_K`` (eq. 3-4, or DIN / HGN
+style, Fig. 5), intention weights against pooled prototypes (eq. 5), target retrieval (eq. 6-7)
+into ``z_cK`` and ``z_sK``, distance correlation between them (eq. 8), InfoNCE between ``z_cV``
+and ``z_cS`` (eq. 9), all weighted into ``reg`` (eq. 10). The watch tower reads
+``[e_c, e_vt, z_cV, z_sV, z_cS, z_sS, e_d, position]`` (eq. 11; ``e_d`` is added because the
+channel's real-time heat drives watching too). The inter-channel module gates each feature by the
+dynamic context (eq. 12) and feeds ``[gated F, e_d]`` to MMoE heads (eq. 13).
+
+Candidate-independent parts (``user_state``: ``H_K``, prototypes, intention weights ``p(z_c|v_i)``)
+are computed once per request by ``RankingModel.score``; only eq. 6-7 and the towers run per candidate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from eliverec.config import ModelConfig
+from eliverec.models.base import STATIC_FIELDS, Context, RankingModel
+from eliverec.models.layers import (
+    DinAttention,
+    GateUnit,
+    HGNEncoder,
+    SequenceTransformer,
+    cosine_distance,
+    distance_correlation,
+    euclidean_distance,
+    info_nce,
+    masked_max,
+    masked_mean,
+    masked_softmax,
+)
+
+
+def make_backbone(cfg: ModelConfig, seq_len: int) -> nn.Module:
+    """Basic sequence encoder ``E -> H`` (Fig. 5): transformer (eLive-BST), DIN (identity; the
+    DIN activation unit then does the retrieval) or HGN gating."""
+    if cfg.backbone == "transformer":
+        return SequenceTransformer(cfg.dim, cfg.heads, cfg.layers, seq_len, cfg.dropout)
+    if cfg.backbone == "hgn":
+        return HGNEncoder(cfg.dim, seq_len)
+    return _Identity()
+
+
+class _Identity(nn.Module):
+    def forward(self, e: Tensor, mask: Tensor, user: Tensor | None = None) -> Tensor:
+        return e * mask.unsqueeze(-1).to(e.dtype)
+
+
+def intention_weights(h: Tensor, o_c: Tensor, o_s: Tensor, mask: Tensor) -> Tensor:
+    """Eq. 5: ``p(z_c|v_i) = exp(h.o_c / sqrt d) / (exp(h.o_c / sqrt d) + exp(h.o_s / sqrt d))``; 0 on padding.
+
+    >>> h = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    >>> p = intention_weights(h, torch.tensor([[4.0, 0.0]]), torch.tensor([[0.0, 4.0]]), torch.ones(1, 2).bool())
+    >>> [round(v, 2) for v in p[0].tolist()]          # sigmoid((4 - 0) / sqrt(2)) and its complement
+    [0.94, 0.06]
+    """
+    scale = math.sqrt(h.shape[-1])
+    lc = (h * o_c.unsqueeze(1)).sum(-1) / scale
+    ls = (h * o_s.unsqueeze(1)).sum(-1) / scale
+    return torch.sigmoid(lc - ls) * mask.to(h.dtype)  # two-way softmax
+
+
+def retrieve(query: Tensor, h: Tensor, p: Tensor, mask: Tensor) -> Tensor:
+    """Eq. 6-7: ``z = sum_i softmax_i(q . (p_i h_i) / sqrt d) p_i h_i`` (padding gets weight 0).
+
+    >>> h = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    >>> retrieve(torch.tensor([[0.0, 50.0]]), h, torch.ones(1, 2), torch.tensor([[True, True]])).round().tolist()
+    [[0.0, 1.0]]
+    """
+    z = p.unsqueeze(-1) * h  # z_{c, v_i}, (B, L, d)
+    a = masked_softmax((z @ query.unsqueeze(-1)).squeeze(-1) / math.sqrt(h.shape[-1]), mask)  # eq. 6
+    return torch.einsum("bl,bld->bd", a, z)  # eq. 7
+
+
+class ELiveRec(RankingModel):
+    """The full model; ablations and backbone come from ``ModelConfig`` (see ``eliverec.models``)."""
+
+    name = "eliverec"
+    dual = True
+
+    def __init__(self, cfg: ModelConfig, vocab: dict[str, int], seq_len: int) -> None:
+        super().__init__(cfg, vocab, seq_len)
+        d = cfg.dim
+        self.backbones = nn.ModuleDict({k: make_backbone(cfg, seq_len) for k in self.domains})
+        # W^Q of the retrieval (eq. 6 "similar to eq. 4"), identity at start so e_vt . z is the paper's form
+        self.query = nn.ModuleDict({k: nn.Linear(d, d, bias=False) for k in self.domains})
+        for lin in self.query.values():
+            nn.init.eye_(lin.weight)
+        if cfg.backbone == "din":  # DIN activation unit replaces the dot product of eq. 6
+            self.din = nn.ModuleDict({f"{k}_{i}": DinAttention(d) for k in self.domains for i in "cs"})
+        if cfg.prototypes == "learned":  # wo.P: Gaussian learnable prototypes (domain, {c, s}, d)
+            self.protos = nn.Parameter(torch.randn(len(self.domains), 2, d) * cfg.emb_std)
+        n_z = 2 * len(self.domains) if cfg.disentangle else len(self.domains)
+        feature_dims = [STATIC_FIELDS * d, d] + [d] * n_z
+        self.gate = GateUnit(2 * d, feature_dims, hidden=d)  # eq. 12
+        self.finish(feature_dims)
+
+    def inter_dim(self) -> int:
+        return sum(self.dims)  # gated features + e_d
+
+    def inter(self, parts: tuple[Tensor, ...]) -> Tensor:
+        gated, _ = self.gate(list(parts[:-1]), parts[-1])  # eq. 12: F_i * w_i, w_i from e_d
+        return torch.cat([gated, parts[-1]], dim=-1)  # inter-channel embedding
+
+    def user_state(self, seqs: dict[str, Tensor]) -> dict[str, Tensor]:
+        state = dict(seqs)
+        for i, dom in enumerate(self.domains):
+            e, mask = seqs[f"{dom}_e"], seqs[f"{dom}_mask"]
+            h = self.backbones[dom](e, mask, seqs["user"])  # eq. 3-4
+            state[f"{dom}_h"] = h
+            if self.cfg.disentangle:
+                if self.cfg.prototypes == "pooled":  # o_c = mean-pool(E), o_s = max-pool(E)
+                    o_c, o_s = masked_mean(e, mask), masked_max(e, mask)
+                else:
+                    o_c, o_s = (self.protos[i, j].expand(e.shape[0], -1) for j in range(2))
+                state[f"{dom}_pc"] = intention_weights(h, o_c, o_s, mask)  # eq. 5
+        return state
+
+    def _z(self, dom: str, intent: str, q: Tensor, h: Tensor, p: Tensor, mask: Tensor) -> Tensor:
+        if self.cfg.backbone != "din":
+            return retrieve(q, h, p, mask)
+        z = p.unsqueeze(-1) * h
+        return self.din[f"{dom}_{intent}"](q, z, mask)[0]
+
+    def encode(
+        self, x: Context, state: dict[str, Tensor], with_reg: bool
+    ) -> tuple[list[Tensor], dict[str, Tensor], Tensor | None]:
+        zs: dict[str, Tensor] = {}
+        for dom in self.domains:
+            h, mask, q = state[f"{dom}_h"], state[f"{dom}_mask"], self.query[dom](x.target)
+            if self.cfg.disentangle:
+                pc = state[f"{dom}_pc"]
+                zs[f"c_{dom}"] = self._z(dom, "c", q, h, pc, mask)  # eq. 6-7
+                zs[f"s_{dom}"] = self._z(dom, "s", q, h, (1 - pc) * mask, mask)
+            else:  # wo.D: plain target attention over H
+                zs[f"all_{dom}"] = self._z(dom, "c", q, h, mask.to(h.dtype), mask)
+        feats = [x.static, x.target, *zs.values()]
+        if not (with_reg and self.cfg.disentangle):
+            return feats, {}, None
+        return (feats, *self.regularise(zs, x.users, state))
+
+    def regularise(self, zs: dict[str, Tensor], users: Tensor, state: dict[str, Tensor]) -> tuple[dict, Tensor]:
+        """Eq. 8-10 and the SR variant; returns the unweighted terms and the weighted sum."""
+        cfg, regs = self.cfg, {}
+        total = zs["c_live"].new_zeros(())
+        if cfg.dcor:
+            for dom in self.domains:  # eq. 8, per domain over the batch
+                regs[f"dcor_{dom}"] = distance_correlation(zs[f"c_{dom}"], zs[f"s_{dom}"])
+                total = total + cfg.lambda1 * regs[f"dcor_{dom}"]
+        if self.dual and cfg.consistency != "none":
+            valid = (state["live_mask"].any(1) & state["product_mask"].any(1)).float()
+            a, b = zs["c_live"], zs["c_product"]
+            if cfg.consistency == "infonce":  # eq. 9; rows of the same user are not negatives
+                regs["infonce"] = info_nce(a, b, cfg.tau, users.unsqueeze(0) == users.unsqueeze(1), valid)
+            elif cfg.consistency == "cos":
+                regs["cos"] = cosine_distance(a, b, valid)
+            else:
+                regs["euc"] = euclidean_distance(a, b, valid)
+            total = total + cfg.lambda2 * regs[cfg.consistency]
+        if self.dual and cfg.specific_reg:  # SR: minimise dependence between the specific parts
+            regs["sr"] = distance_correlation(zs["s_live"], zs["s_product"])
+            total = total + cfg.lambda_sr * regs["sr"]
+        return regs, total  # eq. 10

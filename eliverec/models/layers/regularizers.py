@@ -1,0 +1,76 @@
+"""Self-supervised regularisers of the disentangled encoder (paper eq. 8-10)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _centered_distances(x: Tensor) -> Tensor:
+    """Double-centred pairwise Euclidean distance matrix of the rows of ``x`` (B, d)."""
+    sq = (x * x).sum(-1)
+    d2 = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * x @ x.T).clamp(min=0)
+    d = torch.sqrt(d2 + 1e-12)  # the epsilon keeps the gradient finite on the diagonal
+    return d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
+
+
+def distance_correlation(x: Tensor, y: Tensor) -> Tensor:
+    """Sample distance correlation between batch matrices ``x`` (B, d1) and ``y`` (B, d2) (eq. 8).
+
+    ``dCor = dCov(x, y) / sqrt(dVar(x) dVar(y))`` with the V-statistic ``dCov^2 = mean(A * B)`` over
+    double-centred distance matrices (Szekely et al. 2007). 0 for independent, 1 for identical inputs.
+
+    >>> x = torch.randn(64, 3, dtype=torch.float64)
+    >>> round(float(distance_correlation(x, x)), 4), round(float(distance_correlation(x, 2 * x + 1)), 4)
+    (1.0, 1.0)
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"distance_correlation needs the same number of rows, got {x.shape[0]} and {y.shape[0]}")
+    a, b = _centered_distances(x), _centered_distances(y)
+    dcov2 = (a * b).mean().clamp(min=0)
+    dvar = ((a * a).mean() * (b * b).mean()).sqrt()
+    return torch.sqrt(dcov2 / dvar.clamp(min=1e-12) + 1e-12)
+
+
+def info_nce(
+    anchor: Tensor, positive: Tensor, tau: float, same_group: Tensor | None = None, valid: Tensor | None = None
+) -> Tensor:
+    """InfoNCE over the batch with cosine similarity (eq. 9).
+
+    Row ``i`` of ``positive`` is the positive of row ``i`` of ``anchor``; the other rows are negatives,
+    except rows in the same group (``same_group`` (B, B) bool, e.g. the same user: not negatives).
+    ``valid`` (B,) drops rows from the mean (for example a user with an empty sequence).
+
+    >>> z = torch.eye(4)
+    >>> bool(info_nce(z, z, 0.5) < info_nce(z, z.roll(1, 0), 0.5))
+    True
+    """
+    sim = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / tau  # (B, B)
+    if same_group is not None:
+        eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+        sim = sim.masked_fill(same_group & ~eye, float("-inf"))
+    loss = -torch.diagonal(torch.log_softmax(sim, dim=1))
+    if valid is None:
+        return loss.mean()
+    return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+def cosine_distance(a: Tensor, b: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean ``1 - cos(a_i, b_i)`` (the paper's "Cos" variant of eq. 9).
+
+    >>> round(float(cosine_distance(torch.ones(2, 3), torch.ones(2, 3))), 6)
+    0.0
+    """
+    d = 1 - F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+    return d.mean() if valid is None else (d * valid).sum() / valid.sum().clamp(min=1)
+
+
+def euclidean_distance(a: Tensor, b: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean ``||a_i - b_i||_2`` (the paper's "Euc" variant of eq. 9).
+
+    >>> float(euclidean_distance(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]])))
+    5.0
+    """
+    d = torch.sqrt(((a - b) ** 2).sum(-1) + 1e-12)
+    return d.mean() if valid is None else (d * valid).sum() / valid.sum().clamp(min=1)

@@ -1,0 +1,131 @@
+"""Stage glue shared by the CLI, the Prefect flows and ``dvc.yaml``: one function per step.
+
+The per-day stages (``ingest_day``, ``validate_day``) and the model stages (``train``,
+``evaluate``, ``gate``) live in their packages; this module adds what runs *over* them: which
+days exist, all days at once, and the release of a trained model (register, gate, first champion).
+A training result travels between steps (and DVC stages) as a small JSON file, written by
+``eliverec train --result-json FILE``: ``{"model": ..., "run_id": ..., "model_uri": ...,
+"end_date": ..., "metrics": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from eliverec.config import Settings
+from eliverec.errors import DataError
+
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _dates(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and DATE.match(p.name)) if folder.is_dir() else []
+
+
+def raw_dates(settings: Settings) -> list[str]:
+    """Days with raw logs (``raw/<date>/``), oldest first."""
+    return _dates(settings.data_dir / "raw")
+
+
+def bronze_dates(settings: Settings) -> list[str]:
+    """Days ingested into bronze, oldest first."""
+    root = settings.data_dir / "bronze"
+    return [d for d in _dates(root) if (root / d / "_manifest.json").exists()]
+
+
+def latest_bronze_date(settings: Settings) -> str:
+    """The newest ingested day (the default test day of the feature and model stages)."""
+    days = bronze_dates(settings)
+    if not days:
+        raise DataError(f"{settings.data_dir / 'bronze'}: no ingested day; run `eliverec ingest --all` first")
+    return days[-1]
+
+
+def ingest_all(settings: Settings, dates: list[str] | None = None) -> dict[str, Any]:
+    """Ingest every raw day (or ``dates``); returns ``{date: totals}``."""
+    from eliverec.data.ingest import ingest_day
+
+    days = dates or raw_dates(settings)
+    if not days:
+        raise DataError(f"{settings.data_dir / 'raw'}: no raw days; run `eliverec simulate` or `eliverec import`")
+    return {d: ingest_day(settings, d)["totals"] for d in days}
+
+
+def validate_all(settings: Settings, dates: list[str] | None = None, suites: tuple[str, ...] = ("bronze",)) -> dict:
+    """Validate every ingested day; raises on the first failing day (after writing its report)."""
+    from eliverec.data.suites import validate_day
+
+    return {d: validate_day(settings, d, suites) for d in (dates or bronze_dates(settings))}
+
+
+def git_commit() -> str:
+    """The source commit (tags on model versions); ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """A training result JSON (see the module docstring), with a clear error when it is not one."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{p}: cannot read the training result ({exc}); "
+                        f"run `eliverec train --result-json {p}`") from exc
+    missing = [k for k in ("model", "model_uri", "run_id", "end_date") if not data.get(k)]
+    if missing:
+        raise DataError(f"{p}: training result lacks {', '.join(missing)}")
+    return data
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> Path:
+    """Write a training result JSON atomically."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
+    tmp.replace(p)
+    return p
+
+
+def version_tags(settings: Settings, result: dict[str, Any]) -> dict[str, str]:
+    """Registry tags of a trained model: name, data window, commit, feature-spec hash."""
+    from eliverec.training.data import previous_days
+
+    days = previous_days(result["end_date"], settings.features.train_days)
+    spec = settings.data_dir / "features" / "feature_spec.json"
+    spec_hash = json.loads(spec.read_text()).get("spec_hash", "") if spec.exists() else ""
+    return {"model_name": result["model"], "data_window": f"{days[0]}..{days[-1]}", "test_day": result["end_date"],
+            "git_commit": git_commit(), "feature_spec_hash": spec_hash, "profile": settings.profile}
+
+
+def register_result(settings: Settings, result: dict[str, Any]) -> str:
+    """Register a trained model as a new version with its tags; returns the version."""
+    from eliverec import registry
+
+    return registry.register(settings, result["model_uri"], version_tags(settings, result), run_id=result["run_id"])
+
+
+def release(settings: Settings, result: dict[str, Any], version: str) -> dict[str, Any]:
+    """Gate a registered version against the champion; with no champion yet it becomes the first one.
+
+    Returns ``{"version", "verdict", "failed", "report", "champion", "challenger"}``.
+    """
+    from eliverec import registry
+    from eliverec.evaluation.gate import gate
+
+    first = registry.alias_version(settings, registry.CHAMPION) is None
+    verdict = gate(settings, result["model_uri"], result["end_date"], version=version, run_id=result["run_id"])
+    if first and verdict.passed:
+        registry.bootstrap_champion(settings, version, f"first champion ({result['model']}), gate passed")
+    return {"version": version, "verdict": verdict.verdict, "failed": [c.name for c in verdict.failed()],
+            "report": verdict.paths["markdown"], "champion": registry.alias_version(settings, registry.CHAMPION),
+            "challenger": registry.alias_version(settings, registry.CHALLENGER)}
