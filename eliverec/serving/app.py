@@ -1,0 +1,328 @@
+"""The FastAPI ranking app (``eliverec serve``).
+
+Endpoints:
+
+- ``POST /rank``: variant by the user's bucket, features from the online state, the variant's
+  network scores every candidate (candidate-independent parts once per request), ranked by
+  P(watch); the returned top ``limit`` are logged as impressions (variant, model version, score,
+  position, propensity 1: the ranking is deterministic).
+- ``POST /events``: feedback in the raw-log contract; updates the online state and is logged.
+- ``GET /healthz``: models and versions, registry reachability, last reload error, state sizes
+  (200 while a champion is loaded, else 503).
+- ``GET /metrics``: Prometheus text: requests by variant and status, latency histogram by variant,
+  events, fallbacks, loaded versions.
+- ``/admin/*`` (header ``Authorization: Bearer <token>``; 401 without it, 403 with a wrong one):
+  ``GET|PUT /admin/allocation``, ``POST /admin/reload``, ``GET /admin/stats?since_ms=``,
+  ``POST /admin/flush``.
+
+Scoring runs on the event loop thread (one request at a time per process, no thread hand-offs:
+lowest latency on a small CPU); model reloads and log writes run in background threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from eliverec.config import Settings
+from eliverec.serving import admin_token
+from eliverec.serving.buckets import Allocation, allocation_path, load_allocation, save_allocation, with_share
+from eliverec.serving.eventlog import ServingLog
+from eliverec.serving.models import LoadedModel, ModelManager
+from eliverec.serving.schemas import EventsRequest, RankedChannel, RankRequest, RankResponse
+from eliverec.serving.state import OnlineState
+
+log = logging.getLogger(__name__)
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Prometheus collectors (one registry per app) and a recent-request window for guardrails."""
+
+    def __init__(self, window: int) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("eliverec_rank_requests", "Rank requests", ["variant", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("eliverec_rank_latency_seconds", "Rank latency", ["variant"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.events = Counter("eliverec_events", "Feedback events received", ["event"], registry=self.registry)
+        self.fallbacks = Counter("eliverec_fallbacks", "Requests served by the champion instead", ["reason"],
+                                 registry=self.registry)
+        self.version = Gauge("eliverec_model_version", "Loaded registry version", ["alias"], registry=self.registry)
+        self.recent: dict[str, deque[tuple[float, float, bool]]] = {
+            v: deque(maxlen=window) for v in ("champion", "challenger")}
+
+    def observe(self, variant: str, seconds: float, error: bool) -> None:
+        self.requests.labels(variant, "error" if error else "ok").inc()
+        if not error:
+            self.latency.labels(variant).observe(seconds)
+        self.recent[variant].append((time.time() * 1000.0, seconds * 1000.0, error))
+
+    def stats(self, since_ms: float) -> dict[str, Any]:
+        """Per assigned variant since ``since_ms`` (wall clock): requests, errors, latency quantiles."""
+        out: dict[str, Any] = {}
+        for variant, rows in self.recent.items():
+            recent = [r for r in list(rows) if r[0] >= since_ms]
+            lat = np.array([r[1] for r in recent if not r[2]])
+            errors = sum(r[2] for r in recent)
+            q = np.percentile(lat, [50, 95, 99]).tolist() if lat.size else [None] * 3
+            out[variant] = {"requests": len(recent), "errors": int(errors),
+                            "error_rate": errors / len(recent) if recent else 0.0,
+                            "p50_ms": q[0], "p95_ms": q[1], "p99_ms": q[2]}
+        return out
+
+
+@dataclass
+class Service:
+    """Everything one running service holds."""
+
+    settings: Settings
+    state: OnlineState
+    models: ModelManager
+    log: ServingLog
+    metrics: Metrics
+    allocation: Allocation
+    token: str
+    started_at: float = field(default_factory=time.time)
+    allocation_mtime: float = 0.0
+    counter: itertools.count = field(default_factory=itertools.count)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    # ------------------------------------------------------------------ allocation
+    def default_allocation(self) -> Allocation:
+        ab = self.settings.ab
+        return with_share(ab.experiment, ab.salt, ab.buckets, 0.0, by="default", reason="no allocation stored")
+
+    def reload_allocation(self) -> None:
+        """Re-read the stored allocation when its file changed (another replica or a hand edit)."""
+        path = allocation_path(self.settings.data_dir)
+        try:
+            mtime = path.stat().st_mtime if path.exists() else 0.0
+            if mtime != self.allocation_mtime:
+                self.allocation = load_allocation(path, self.default_allocation())
+                self.allocation_mtime = mtime
+        except Exception as exc:  # noqa: BLE001 - keep the allocation in memory, report it
+            self.models._error(f"allocation file unreadable: {exc}")
+
+    def set_allocation(self, allocation: Allocation) -> Allocation:
+        path = allocation_path(self.settings.data_dir)
+        save_allocation(path, allocation)
+        self.allocation, self.allocation_mtime = allocation, path.stat().st_mtime
+        return allocation
+
+    # ------------------------------------------------------------------ ranking
+    def choose(self, user_id: str) -> tuple[str, LoadedModel, str | None]:
+        """(variant served, model, fallback reason) for a user."""
+        models = self.models.models
+        assigned = self.allocation.variant_of(user_id)
+        model = models.get(assigned)
+        if model is not None:
+            return assigned, model, None
+        champion = models.get("champion")
+        if champion is None:
+            raise HTTPException(503, "no champion model loaded; see /healthz")
+        return "champion", champion, f"no_{assigned}"
+
+    def score(self, model: LoadedModel, req: RankRequest, ts: int) -> dict[str, np.ndarray]:
+        batch = self.state.features(model.spec, user_id=req.user_id, ts=ts, scene=req.context.scene,
+                                    candidates=req.candidates, position=int(model.network.cfg.serve_position))
+        with torch.inference_mode():
+            out = model.network.score(batch)
+        return {k: v.float().numpy() for k, v in out.items()}
+
+    def rank(self, req: RankRequest) -> RankResponse:
+        t0 = time.perf_counter()
+        if len(req.candidates) > self.settings.serving.max_candidates:
+            raise HTTPException(422, f"candidates: at most {self.settings.serving.max_candidates} per request "
+                                     f"(got {len(req.candidates)}); split the request")
+        ts = req.context.ts if req.context.ts is not None else int(time.time() * 1000)
+        variant, model, fallback = self.choose(req.user_id)
+        try:
+            scores = self.score(model, req, ts)
+        except Exception as exc:
+            self.metrics.observe(variant, time.perf_counter() - t0, error=True)
+            champion = self.models.models.get("champion")
+            if variant != "challenger" or champion is None:
+                log.exception("ranking failed")
+                raise HTTPException(500, f"ranking failed: {type(exc).__name__}: {exc}") from exc
+            log.exception("challenger failed; the champion answers")
+            variant, model, fallback = "champion", champion, "challenger_error"
+            scores = self.score(model, req, ts)
+        if fallback:
+            self.metrics.fallbacks.labels(fallback).inc()
+        order = np.argsort(-scores["watch"], kind="stable")[: req.limit or len(req.candidates)]
+        cols = {k: scores[k][order].tolist() for k in ("watch", "stay_time", "goods_bag", "product_click")}
+        chans = [req.candidates[i] for i in order.tolist()]
+        items = [RankedChannel(channel_id=c, position=p, watch=w, stay_time=s, goods_bag=g, product_click=q)
+                 for p, (c, w, s, g, q) in enumerate(zip(chans, cols["watch"], cols["stay_time"], cols["goods_bag"],
+                                                         cols["product_click"], strict=True))]
+        prefix = f"srv-{self.log.instance}-{next(self.counter)}"
+        self.log.write({"event": "impression", "event_id": f"{prefix}-{p}", "ts": ts, "user_id": req.user_id,
+                        "request_id": req.request_id, "channel_id": c, "position": p, "scene": req.context.scene,
+                        "variant": variant, "model_version": model.version, "score": round(w, 6), "propensity": 1.0}
+                       for p, (c, w) in enumerate(zip(chans, cols["watch"], strict=True)))
+        seconds = time.perf_counter() - t0
+        self.metrics.observe(variant, seconds, error=False)
+        return RankResponse(request_id=req.request_id, user_id=req.user_id, variant=variant,
+                            model_version=model.version, model_name=model.model_name, items=items,
+                            latency_ms=round(seconds * 1000.0, 3))
+
+    # ------------------------------------------------------------------ health
+    def health(self) -> tuple[int, dict[str, Any]]:
+        st = self.models.status
+        models = {a: {"version": m.version, "model_name": m.model_name, "uri": m.uri,
+                      "loaded_at": m.loaded_at, "spec_hash": m.spec.spec_hash}
+                  for a, m in self.models.models.items()}
+        stale = {a: v for a, v in st.aliases.items() if v is not None and models.get(a, {}).get("version") != v}
+        ok = "champion" in models
+        degraded = (not st.reachable) or bool(stale)
+        body = {"status": "unavailable" if not ok else ("degraded" if degraded else "ok"), "models": models,
+                "registry": {"uri": self.settings.tracking.uri, "reachable": st.reachable, "checked_at": st.checked_at,
+                             "aliases": st.aliases, "not_loaded": stale, "last_error": st.last_error,
+                             "last_error_at": st.last_error_at, "reloads": st.reloads},
+                "allocation": {"experiment": self.allocation.experiment,
+                               "challenger_share": self.allocation.share("challenger")},
+                "state": self.state.describe(), "log": {"instance": self.log.instance, "written": self.log.written},
+                "uptime_s": round(time.time() - self.started_at, 1)}
+        return (200 if ok else 503), body
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        torch.set_num_threads(self.settings.serving.torch_threads)
+        self.state.warm(self.settings.data_dir, self.settings.serving.warm_days)
+        self.reload_allocation()
+        self.models.refresh()
+        self.models.start(self.settings.serving.reload_poll_s)
+        interval = self.settings.serving.reload_poll_s
+        if interval > 0:
+            threading.Thread(target=self._watch_allocation, args=(interval,), daemon=True).start()
+
+    def _watch_allocation(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.reload_allocation()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.models.stop()
+        self.log.close()
+
+
+def build_service(settings: Settings) -> Service:
+    """A service for ``settings`` (not started)."""
+    s = settings.serving
+    svc = Service(settings=settings, state=OnlineState(settings.features.seq_len, settings.features.min_stay_ms),
+                  models=ModelManager(settings), log=ServingLog(Path(settings.data_dir) / "raw", s.log_flush_ms),
+                  metrics=Metrics(s.latency_window), allocation=with_share(
+                      settings.ab.experiment, settings.ab.salt, settings.ab.buckets, 0.0), token=admin_token(settings))
+    return svc
+
+
+def _errors_text(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+    """The FastAPI app; the service starts (warm state, load models, poll) in the app's lifespan."""
+    svc = service or build_service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.get_running_loop().run_in_executor(None, svc.start)
+        yield
+        svc.stop()
+
+    app = FastAPI(title="eLiveRec ranking service", version="1", lifespan=lifespan)
+    app.state.service = svc
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"message": f"invalid request: {_errors_text(exc)}",
+                                                      "detail": [{k: e.get(k) for k in ("loc", "msg", "type")}
+                                                                 for e in exc.errors()]})
+
+    def require_admin(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        if not header:
+            raise HTTPException(401, "admin endpoint: send 'Authorization: Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), svc.token.encode()):
+            raise HTTPException(403, "admin token rejected")
+
+    @app.post("/rank", response_model=RankResponse)
+    async def rank(req: RankRequest) -> RankResponse:
+        return svc.rank(req)
+
+    @app.post("/events")
+    async def events(req: EventsRequest) -> dict[str, Any]:
+        rows = [e.model_dump(exclude_none=True) for e in req.events]
+        used = svc.state.apply(rows)
+        svc.log.write(rows)
+        for r in rows:
+            svc.metrics.events.labels(r["event"]).inc()
+        return {"accepted": len(rows), "state_updates": used}
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        code, body = svc.health()
+        return JSONResponse(status_code=code, content=body)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        for alias in ("champion", "challenger"):
+            m = svc.models.models.get(alias)
+            svc.metrics.version.labels(alias).set(float(m.version) if m and m.version.isdigit() else 0.0)
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/admin/allocation", dependencies=[Depends(require_admin)])
+    async def get_allocation() -> dict[str, Any]:
+        return svc.allocation.model_dump(mode="json") | {"challenger_share": svc.allocation.share("challenger")}
+
+    @app.put("/admin/allocation", dependencies=[Depends(require_admin)])
+    async def put_allocation(allocation: Allocation) -> dict[str, Any]:
+        a = svc.set_allocation(allocation)
+        return a.model_dump(mode="json") | {"challenger_share": a.share("challenger")}
+
+    @app.post("/admin/reload", dependencies=[Depends(require_admin)])
+    async def reload() -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(None, svc.models.refresh)
+
+    @app.get("/admin/stats", dependencies=[Depends(require_admin)])
+    async def stats(since_ms: float = 0.0) -> dict[str, Any]:
+        return {"since_ms": since_ms, "variants": svc.metrics.stats(since_ms)}
+
+    @app.post("/admin/flush", dependencies=[Depends(require_admin)])
+    async def flush() -> dict[str, Any]:
+        return {"written": svc.log.flush(), "instance": svc.log.instance}
+
+    return app
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Run the service with uvicorn until interrupted (one process: the online state lives in it)."""
+    import uvicorn
+
+    app = create_app(settings)
+    uvicorn.run(app, host=host or settings.serving.host, port=port or settings.serving.port, log_level="info",
+                access_log=False)

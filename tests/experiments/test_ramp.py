@@ -1,0 +1,80 @@
+"""End to end on the tiny world: a worse challenger is rolled back, a better one ramps up and is promoted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eliverec import registry
+from eliverec.config import Settings
+from eliverec.experiments.controls import log_network, register_control
+from eliverec.experiments.ramp import ramp
+from eliverec.experiments.traffic import TrafficSession
+from eliverec.serving.buckets import allocation_path, load_allocation, with_share
+from tests.serving.helpers import TinyWorld, running_service
+
+
+def quick_fit(settings: Settings, dates: list[str], steps: int = 150) -> torch.nn.Module:
+    """A few Adam steps of the tiny eLiveRec on the train days with the platform's model and loss.
+
+    (``eliverec.training.train`` is tested in tests/training; on this shared 2-core machine its
+    evaluation and MLflow logging cost minutes, while the ramp only needs a model that learned something.)
+    """
+    from eliverec.models import MultiTaskLoss, build_model
+    from eliverec.training.data import load_days
+
+    model, loss = build_model(settings), MultiTaskLoss(settings)
+    ds = load_days(settings.data_dir, dates)
+    opt = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=5e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(steps):
+        batch = {k: v for k, v in ds[np.sort(rng.choice(len(ds), 256, replace=False))].items() if k != "ts"}
+        total, _ = loss(model(batch), batch, model)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_ramp_rolls_back_a_worse_challenger_and_advances_a_better_one(world: TinyWorld, tmp_path: Path) -> None:
+    s = world.settings(tmp_path)
+    f = s.features
+    train_days = world.dates[-(f.train_days + 1):-1]
+    uri, run_id = log_network(s, quick_fit(s, train_days), run_name="quick-fit")
+    good = registry.register(s, uri, {"model_name": "eliverec"}, run_id=run_id)
+    registry.set_verdict(s, good, "pass")
+    registry.bootstrap_champion(s, good, "trained tiny model")
+    worse = register_control(s, good, "negative")  # the same network ranking in reverse
+    registry.set_challenger(s, worse, "negative control")
+    with running_service(s) as run:
+        session = TrafficSession(s, run.url, seed=11)
+
+        def drive() -> dict:
+            return session.run(300, 6)
+
+        first = ramp(s, url=run.url, driver=drive, max_rounds=6)
+        assert first["outcome"] == "rolled_back", json.dumps(first["stages"], default=str)[:2000]
+        assert [st["percent"] for st in first["stages"]] == [10.0]
+        assert "significant loss on watch_rate" in first["stages"][0]["reason"]
+        assert first["stages"][0]["result"]["primary"]["relative_lift"] < 0
+        default = with_share("x", "y", 1000, 0)
+        assert load_allocation(allocation_path(s.data_dir), default).share() == 0.0
+        assert registry.alias_version(s, registry.CHAMPION) == good
+
+        registry.promote(s, worse, "roles swapped for the test")  # now the worse model is the champion
+        registry.set_challenger(s, good, "the better model challenges")
+        second = ramp(s, url=run.url, driver=drive, max_rounds=6)
+        assert second["outcome"] == "promoted", json.dumps(second["stages"], default=str)[:2000]
+        assert [st["decision"] for st in second["stages"]] == ["advance"] * 3
+        assert [st["percent"] for st in second["stages"]] == [10.0, 25.0, 50.0]
+        assert second["stages"][-1]["result"]["primary"]["relative_lift"] > 0
+    assert registry.alias_version(s, registry.CHAMPION) == good
+    last = registry.read_audit(s)[-1]
+    assert last["actor"] == "ab-ramp" and last["action"] == "promote" and last["to_version"] == good
+    assert Path(second["paths"]["markdown"]).read_text().count("| advance |") == 3
