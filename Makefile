@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m flows.nightly --profile $${PROFILE:-default}
+	$(BIN)/python -m flows.demo --profile $${PROFILE:-default}
 
 test: $(STAMP)
 	$(BIN)/ruff check .

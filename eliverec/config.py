@@ -195,6 +195,7 @@ class TrainConfig(Section):
     num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes per rank
     log_every: int = Field(default=50, ge=1)  # steps between MLflow metric writes
     max_steps: int = Field(default=0, ge=0)  # stop after this many steps in total (0: no limit)
+    threads: int = Field(default=1, ge=0)  # torch intra-op threads per process (0: torch's default)
 
 
 # --------------------------------------------------------------------------- tracking

@@ -129,3 +129,23 @@ def release(settings: Settings, result: dict[str, Any], version: str) -> dict[st
     return {"version": version, "verdict": verdict.verdict, "failed": [c.name for c in verdict.failed()],
             "report": verdict.paths["markdown"], "champion": registry.alias_version(settings, registry.CHAMPION),
             "challenger": registry.alias_version(settings, registry.CHALLENGER)}
+
+
+def bootstrap(settings: Settings, end_date: str) -> dict[str, Any]:
+    """The first champion when the registry has none: train, register and gate ``flows.baseline_model``.
+
+    The nightly flow runs the same steps as separate tasks; this is the one-call form for the CLI
+    and ``dvc.yaml``. With a champion already present it does nothing and says so.
+    """
+    from eliverec import registry
+    from eliverec.training.trainer import train
+
+    current = registry.alias_version(settings, registry.CHAMPION)
+    if current is not None:
+        return {"champion": current, "trained": False, "message": f"champion exists (version {current}): nothing to do"}
+    name = settings.flows.baseline_model
+    r = train(settings, model_name=name, end_date=end_date, run_name=f"{name}-{end_date}-baseline")
+    result = {"model": name, "run_id": r.run_id, "model_uri": r.model_uri, "end_date": end_date, "metrics": r.metrics}
+    out = release(settings, result, register_result(settings, result))
+    verdict = "champion" if out["champion"] == out["version"] else f"not champion (gate {out['verdict']})"
+    return {**out, "trained": True, "message": f"baseline {name} version {out['version']}: {verdict}"}

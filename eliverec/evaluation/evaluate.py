@@ -41,6 +41,9 @@ def load_model(settings: Settings, model_uri: str) -> Any:
     """The pyfunc model behind ``model_uri`` (a clear error when it cannot be found)."""
     import mlflow
 
+    from eliverec.training.trainer import set_threads
+
+    set_threads(settings)  # scoring shares the machine like training does
     mlflow.set_tracking_uri(settings.tracking.uri)
     try:
         return mlflow.pyfunc.load_model(model_uri)

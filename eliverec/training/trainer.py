@@ -129,6 +129,12 @@ def autocast(settings: Settings, device: torch.device) -> contextlib.AbstractCon
     return torch.autocast("cuda", dtype=dtype)
 
 
+def set_threads(settings: Settings) -> None:
+    """Torch intra-op threads per process (``train.threads``; 0 leaves torch's default)."""
+    if settings.train.threads > 0:
+        torch.set_num_threads(settings.train.threads)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and python."""
     torch.manual_seed(seed)
@@ -388,6 +394,7 @@ def fit(settings: Settings, data: TrainingData, ctx: DistContext, *, run_name: s
 
     ckpt_dir = Path(settings.data_dir) / "checkpoints" / run_name
     latest = ckpt_dir / ckpt.LATEST
+    set_threads(settings)
     seed_everything(settings.seed)
     run = _Run(settings, data, ctx, build_objects(settings, data.spec, builder, loss_builder), ckpt_dir, builder)
     if resume and latest.exists():

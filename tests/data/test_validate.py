@@ -39,7 +39,7 @@ def test_failures_name_the_expectation_and_failing_values(tiny_settings, raw_day
     with pytest.raises(ValidationFailed) as err:
         validate_day(tiny_settings, DATE)
     msg = str(err.value)
-    assert "impression: channel_id: expect_column_values_to_be_in_set" in msg and "c-ghost" in msg
+    assert "impression: unknown_channel_id: expect_column_values_to_be_null" in msg and "c-ghost" in msg
     assert "scene: expect_column_values_to_be_in_set" in msg and "'x'" in msg
     md = (tiny_settings.data_dir / "validation" / DATE / "bronze.md").read_text()
     assert "FAILED" in md and "c-ghost" in md

@@ -157,3 +157,17 @@ def test_simhash_keeps_nearest_and_never_padding() -> None:
     assert int(idx[1, 0]) == 5 and int(idx[0, 0]) == 5
     assert keep[0].tolist() == [True, True, False]  # only two real events in row 0
     assert bool(mask.gather(1, idx)[keep].all())
+
+
+def test_fused_attention_matches_the_explicit_softmax_path() -> None:
+    from eliverec.models.layers.transformer import TransformerBlock
+
+    torch.manual_seed(0)
+    blk = TransformerBlock(8, heads=2)
+    h, mask = torch.randn(6, 7, 8), torch.rand(6, 7) > 0.4
+    mask[2] = False  # a sequence with no event at all
+    slow, _ = blk.attention(h, mask)
+    fast = blk.fused_attention(h, mask)
+    real = mask.unsqueeze(-1)
+    assert torch.allclose(slow * real, fast * real, atol=1e-5)
+    assert not torch.isnan(blk(h, mask)).any() and blk(h, mask)[2].abs().sum() == 0

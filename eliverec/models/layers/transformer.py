@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eliverec.models.layers.attention import masked_softmax
@@ -46,8 +47,21 @@ class TransformerBlock(nn.Module):
         out = (w @ v).transpose(1, 2).reshape(B, L, d)
         return self.wh(out), w
 
+    def fused_attention(self, h: Tensor, mask: Tensor) -> Tensor:
+        """The same attention as :meth:`attention` through torch's fused kernel (no weights kept).
+
+        A sequence with no real event attends to every position instead of none (a softmax over
+        nothing is NaN); its rows are zeroed in :meth:`forward`, so the output is the same.
+        """
+        B, L, d = h.shape
+        nh, dh = self.heads, d // self.heads
+        q, k, v = self.qkv(h).view(B, L, 3, nh, dh).permute(2, 0, 3, 1, 4)  # (B, nh, L, dh) each
+        keys = mask | ~mask.any(dim=1, keepdim=True)  # (B, L)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :])  # eq. 4
+        return self.wh(out.transpose(1, 2).reshape(B, L, d))
+
     def forward(self, h: Tensor, mask: Tensor) -> Tensor:
-        att, _ = self.attention(h, mask)
+        att = self.fused_attention(h, mask)
         h = self.norm1(h + self.drop(att))
         h = self.norm2(h + self.drop(self.ffn(h)))
         return h * mask.unsqueeze(-1).to(h.dtype)

@@ -1,0 +1,59 @@
+"""The platform's web UIs as real servers on 127.0.0.1: MLflow (runs + registry) and Prefect (flows).
+
+The Evidently UI lives in :mod:`eliverec.monitoring.workspace`. Each function returns the exact
+command line, so the CLI, the tests and the deploy files start the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from eliverec.config import Settings
+from eliverec.errors import EliverecError
+
+
+def _bin(name: str) -> str:
+    """An executable of the running environment (the venv's, even when it is not activated)."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise EliverecError(f"'{name}' is not installed in this environment; run `make install`")
+    return found
+
+
+def mlflow_command(settings: Settings, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """``mlflow server`` on the configured tracking store (one worker, no background jobs)."""
+    uri = settings.tracking.uri
+    cmd = [_bin("mlflow"), "server", "--host", host, "--port", str(port), "--backend-store-uri", uri, "--workers", "1"]
+    if uri.startswith("sqlite:///"):
+        cmd += ["--artifacts-destination", str(Path(uri[len("sqlite:///"):]).parent / "artifacts")]
+    return cmd
+
+
+def mlflow_env() -> dict[str, str]:
+    """Environment for the MLflow server: no telemetry, no job processes that outlive SIGTERM (STACK.md)."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def prefect_command(host: str = "127.0.0.1", port: int = 4200) -> list[str]:
+    """``prefect server start`` (UI and API on the same port)."""
+    return [_bin("prefect"), "server", "start", "--host", host, "--port", str(port)]
+
+
+def prefect_env() -> dict[str, str]:
+    """Environment for the Prefect server: analytics off."""
+    return {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def run_foreground(cmd: list[str], env: dict[str, str]) -> int:
+    """Run a server until Ctrl-C; returns its exit code."""
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait(timeout=30)

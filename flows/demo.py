@@ -1,0 +1,87 @@
+"""``make demo``: the whole loop on one laptop, then where to look.
+
+nightly (simulate 8 days + warm-up, ingest, validate, features, bootstrap the ETA champion, train and
+gate eLiveRec) -> rollout (A/B ramp of the challenger against simulated users, when there is one)
+-> monitor (the test day) -> a short report and the commands that open the UIs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+# A shortened ramp for the demo: fewer stages and smaller samples per stage than params.yaml's
+# production ramp (1 -> 5 -> 20 -> 50 %, 200 users per variant), so it ends in minutes.
+DEMO_RAMP = ["ab.stages=[10, 50]", "ab.min_users=100", "ab.min_impressions=1000"]
+
+
+def _run(flow: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    t0 = time.time()
+    state = flow(*args, return_state=True, **kwargs)
+    return state, time.time() - t0
+
+
+def _line(name: str, state: Any, seconds: float) -> str:
+    return f"{name:<9} {state.name:<10} {seconds:6.0f} s  {state.message or ''}".rstrip()
+
+
+def main() -> None:
+    """Run the demo for ``--profile`` (default: default) and print the report."""
+    from eliverec.config import load_settings
+    from flows.monitor import monitor
+    from flows.nightly import nightly
+    from flows.rollout import rollout
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--data-dir")
+    a = ap.parse_args()
+    started = time.time()
+    s = load_settings(a.profile, overrides=a.overrides, data_dir=a.data_dir)
+    lines = []
+    state, sec = _run(nightly, a.profile, a.overrides, a.data_dir)
+    lines.append(_line("nightly", state, sec))
+    if state.is_completed():
+        ramp_overrides = [*a.overrides, *DEMO_RAMP] if a.profile != "tiny" else a.overrides
+        users = min(s.world.n_users, 2000)
+        state, sec = _run(rollout, a.profile, ramp_overrides, a.data_dir, None, users, 5.0)
+        lines.append(_line("rollout", state, sec))
+        state, sec = _run(monitor, a.profile, a.overrides, a.data_dir)
+        lines.append(_line("monitor", state, sec))
+    _report(s, lines, time.time() - started)
+
+
+def _report(s: Any, lines: list[str], seconds: float) -> None:
+    from eliverec import registry
+
+    d = s.data_dir
+    champion = registry.alias_version(s, registry.CHAMPION)
+    challenger = registry.alias_version(s, registry.CHALLENGER)
+    gates = sorted((d / "reports" / "gate").glob("*/*.md"))
+    print("\n" + "=" * 78)
+    print(f"eLiveRec demo ({s.profile} profile) finished in {seconds / 60:.1f} min\n")
+    print("\n".join(lines))
+    print(f"\nregistry '{s.tracking.registered_model}': champion v{champion}, challenger v{challenger}"
+          "  (eliverec models)")
+    print("\nwhere the results are:")
+    for label, path in [("raw logs", d / "raw"), ("bronze + manifests", d / "bronze"),
+                        ("quarantine", d / "quarantine"), ("validation reports", d / "validation"),
+                        ("samples + tensors", d / "features"), ("evaluation reports", d / "reports" / "evaluation"),
+                        ("gate verdicts", gates[-1] if gates else d / "reports" / "gate"),
+                        ("A/B ramp + report", d / "experiments"), ("monitoring HTML", d / "reports" / "monitoring"),
+                        ("audit log", d / "registry" / "audit.jsonl"), ("MLflow store", s.tracking.uri)]:
+        print(f"  {label:<20} {path}")
+    print("\nopen the UIs (each serves on 127.0.0.1 until Ctrl-C):")
+    print("  eliverec ui mlflow        # runs, metrics, the model registry (http://127.0.0.1:5000)")
+    print("  eliverec ui prefect       # flow runs and their summary artifacts (http://127.0.0.1:4200)")
+    print("  eliverec ui monitoring    # Evidently dashboards over days (http://127.0.0.1:8000)")
+    print("  (run them from the venv: . .venv/bin/activate)")
+    if challenger and challenger != champion:
+        print(f"\npromote the challenger by hand: eliverec promote --version {challenger} --reason '...'")
+    print("roll back the champion:        eliverec rollback --reason '...'")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The flows end to end on the tiny profile, under a real (temporary) Prefect server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eliverec import registry
+from tests.pipeline import tiny
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _overrides(root: Path, *extra: str) -> list[str]:
+    return [f"tracking.uri=sqlite:///{root}/mlruns/mlflow.db", "train.max_steps=30",
+            "gate.latency_budget_ms=60000", *extra]
+
+
+def _artifact(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert found, f"no artifact '{key}'"
+    return str(found[0].data)
+
+
+def test_nightly_then_monitor_and_a_rerun_skips_finished_work(harness, tmp_path: Path) -> None:
+    from flows.monitor import monitor
+    from flows.nightly import nightly
+
+    ov = _overrides(tmp_path)
+    state = nightly("tiny", ov, str(tmp_path / "data"), return_state=True)
+    s = tiny(tmp_path)
+    assert state.is_completed(), state.message
+    versions = registry.list_versions(s)
+    champion = registry.alias_version(s, registry.CHAMPION)
+    by_version = {v["version"]: v for v in versions}
+    assert by_version[champion]["model"] == s.flows.baseline_model  # bootstrapped with the paper's baseline
+    assert {v["model"] for v in versions} == {s.flows.baseline_model, s.flows.challenger_model}
+    assert all(v["verdict"] in ("pass", "fail") for v in versions)
+    summary = _artifact("nightly-summary")
+    assert "Models vs champion" in summary and s.flows.challenger_model in summary
+
+    manifest = s.data_dir / "bronze" / "2026-09-01" / "_manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    again = nightly("tiny", ov, str(tmp_path / "data"), simulate=False, return_state=True)
+    assert again.is_completed(), again.message
+    assert manifest.stat().st_mtime_ns == stamp  # ingest was cached, not redone
+    assert len(registry.list_versions(s)) == len(versions)  # train and register were cached too
+
+    mon = monitor("tiny", ov, str(tmp_path / "data"), return_state=True)
+    assert mon.is_completed(), mon.message
+    assert "Monitoring" in _artifact("monitor-summary")
+
+
+def test_failed_validation_stops_the_flow_and_names_the_stage(harness, tmp_path: Path) -> None:
+    from flows.nightly import nightly
+
+    state = nightly("tiny", _overrides(tmp_path, "validation.watch_rate_max=0.001"), str(tmp_path / "data"),
+                    return_state=True)
+    assert state.is_failed()
+    assert "watch" in state.message.lower() or "validat" in state.message.lower(), state.message
+    s = tiny(tmp_path)
+    assert not (s.data_dir / "features").exists()  # nothing downstream of the failed stage ran
+    assert registry.alias_version(s, registry.CHAMPION) is None
