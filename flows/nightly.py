@@ -32,6 +32,8 @@ from flows.common import Target, markdown_table
 
 
 # ----------------------------------------------------------------------------- cache keys
+# Keys depend on inputs only; where a stage's outputs have gone missing, the flow forces the task
+# to run again (refresh_cache) instead of trusting the cached result.
 def _fingerprint(paths: list[Path]) -> str:
     """Names, sizes and modification times of the files under ``paths`` (cheap; no reading)."""
     h = hashlib.sha256()
@@ -52,16 +54,14 @@ def _ingest_key(ctx: Any, args: dict[str, Any]) -> str:
     t: Target = args["target"]
     s = t.settings()
     day = args["date"]
-    return _key("ingest", s.ingest.model_dump(), _fingerprint([s.data_dir / "raw" / day]),
-                (s.data_dir / "bronze" / day / "_manifest.json").exists())
+    return _key("ingest", str(s.data_dir), day, s.ingest.model_dump(), _fingerprint([s.data_dir / "raw" / day]))
 
 
 def _features_key(ctx: Any, args: dict[str, Any]) -> str:
     t: Target = args["target"]
     s = t.settings()
     manifests = sorted((s.data_dir / "bronze").glob("*/_manifest.json"))
-    return _key("features", args["end_date"], s.features.model_dump(), _fingerprint(manifests),
-                (s.data_dir / "features" / "_build.json").exists())
+    return _key("features", str(s.data_dir), args["end_date"], s.features.model_dump(), _fingerprint(manifests))
 
 
 def _train_key(ctx: Any, args: dict[str, Any]) -> str:
@@ -163,6 +163,16 @@ def gate_task(target: Target, result: dict[str, Any], version: str) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- flow
+def _fresh(stage: Any, outputs_present: bool) -> Any:
+    """The task as is when its outputs are on disk, else forced to run (and refresh its cache)."""
+    return stage if outputs_present else stage.with_options(refresh_cache=True)
+
+
+def _features_present(settings: Any, end_date: str) -> bool:
+    build = settings.data_dir / "features" / "_build.json"
+    return build.exists() and json.loads(build.read_text()).get("end_date") == end_date
+
+
 def _release(target: Target, model: str, end_date: str) -> dict[str, Any]:
     result = train_task(target, model, end_date)
     evaluation = evaluate_task(target, result)
@@ -183,10 +193,11 @@ def nightly(profile: str = "default", overrides: list[str] | None = None, data_d
     raw = simulate_task(target) if simulate else collect_task(target)
     dates = raw["dates"]
     end = end_date or dates[-1]
-    ingested = {d: ingest_task(target, d) for d in dates if d <= end}
+    ingested = {d: _fresh(ingest_task, (s.data_dir / "bronze" / d / "_manifest.json").exists())(target, d)
+                for d in dates if d <= end}
     for d in ingested:
         validate_task(target, d)
-    feats = features_task(target, end)
+    feats = _fresh(features_task, _features_present(s, end))(target, end)
     releases = []
     if registry.alias_version(s, registry.CHAMPION) is None:
         releases.append(_release(target, s.flows.baseline_model, end))

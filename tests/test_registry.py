@@ -105,3 +105,40 @@ def test_rollback_without_history_is_refused(tiny_settings: Settings, versions: 
     with pytest.raises(registry.RegistryError, match="no previous champion"):
         registry.rollback(tiny_settings, "x")
     assert Path(registry.audit_path(tiny_settings)).exists()
+
+
+def test_mlflow_ui_serves_the_registry_over_http(tiny_settings: Settings, versions: list[str]) -> None:
+    import subprocess
+    import time
+
+    import httpx
+
+    from eliverec import ui
+    from eliverec.serving.launcher import free_port
+
+    registry.bootstrap_champion(tiny_settings, versions[0], "first")
+    port = free_port()
+    proc = subprocess.Popen(ui.mlflow_command(tiny_settings, port=port), env=ui.mlflow_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        name = tiny_settings.tracking.registered_model
+        got = httpx.get(f"{base}/api/2.0/mlflow/registered-models/get", params={"name": name}, timeout=10).json()
+        aliases = {a["alias"]: a["version"] for a in got["registered_model"].get("aliases", [])}
+        assert aliases.get("champion") == versions[0]
+        found = httpx.get(f"{base}/api/2.0/mlflow/model-versions/search", params={"filter": f"name='{name}'"},
+                          timeout=10).json()
+        assert {v["version"] for v in found["model_versions"]} == set(versions)
+        assert httpx.get(base, timeout=10).status_code == 200  # the UI page itself
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

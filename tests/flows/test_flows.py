@@ -59,9 +59,34 @@ def test_nightly_then_monitor_and_a_rerun_skips_finished_work(harness, tmp_path:
     assert manifest.stat().st_mtime_ns == stamp  # ingest was cached, not redone
     assert len(registry.list_versions(s)) == len(versions)  # train and register were cached too
 
+    # rollout: ramp a challenger with simulated users through the real service. The champion here
+    # trained 30 steps (near random), so its reversed copy may win or lose: the ramp's decisions on
+    # a clearly better / worse model are tested in tests/experiments/test_ramp.py; here the chain.
+    from eliverec.experiments.controls import register_control
+    from flows.rollout import rollout
+
+    other = register_control(s, champion, "negative", reason="flow test")
+    registry.set_challenger(s, other, "flow test: negative control")
+    ramp = rollout("tiny", ov, str(tmp_path / "data"), None, 300, 5.0, return_state=True)
+    assert ramp.is_completed(), ramp.message
+    result = ramp.result()
+    assert result["outcome"] in ("promoted", "rolled_back", "completed_not_promoted"), result["outcome"]
+    assert result["outcome"] in _artifact("rollout-summary")
+    expected = other if result["outcome"] == "promoted" else champion
+    assert registry.alias_version(s, registry.CHAMPION) == expected
+    if result["outcome"] == "promoted":
+        assert registry.read_audit(s)[-1]["actor"] == "ab-ramp"
+    assert list((s.data_dir / "raw").glob("*/events-serving-*.jsonl"))  # served traffic for the next nightly
+
+    # monitoring: either the day passes (a summary artifact) or the flow fails with a readable reason
+    # naming each failed test; the reports are written in both cases
     mon = monitor("tiny", ov, str(tmp_path / "data"), return_state=True)
-    assert mon.is_completed(), mon.message
-    assert "Monitoring" in _artifact("monitor-summary")
+    reports = s.data_dir / "reports" / "monitoring" / "2026-09-04"
+    assert (reports / "summary.md").exists() and (reports / "drift.html").exists()
+    if mon.is_completed():
+        assert "Monitoring 2026-09-04: passed" in _artifact("monitor-summary")
+    else:
+        assert mon.is_failed() and "monitoring 2026-09-04 failed" in mon.message and "Drift" in mon.message
 
 
 def test_failed_validation_stops_the_flow_and_names_the_stage(harness, tmp_path: Path) -> None:
