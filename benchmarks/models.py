@@ -123,7 +123,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few models, small batches, few steps")
     ap.add_argument("--steps", type=int, default=None, help="timed training steps per model")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the platform trains with train.threads=1)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     profiles = ["default", "paper"]
     names = list(QUICK_MODELS) if args.quick else list_models()
     steps = args.steps or (2 if args.quick else 4)

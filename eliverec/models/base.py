@@ -162,7 +162,9 @@ class RankingModel(nn.Module):
 
     # ------------------------------------------------------------------ forward / serving
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return self.run(batch, share_user=False, with_reg=True)
+        # the self-supervised regularisers (eq. 8-10) are training losses: scoring in eval mode skips
+        # them (distance correlation is O(batch^2) and dominated scoring time on large batches)
+        return self.run(batch, share_user=False, with_reg=self.training)
 
     def run(self, batch: Mapping[str, Tensor], share_user: bool, with_reg: bool) -> dict[str, Tensor]:
         """Forward pass; ``share_user`` computes the candidate-independent state once from row 0."""
