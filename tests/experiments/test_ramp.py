@@ -60,9 +60,12 @@ def test_ramp_rolls_back_a_worse_challenger_and_advances_a_better_one(world: Tin
 
         first = ramp(s, url=run.url, driver=drive, max_rounds=6)
         assert first["outcome"] == "rolled_back", json.dumps(first["stages"], default=str)[:2000]
-        assert [st["percent"] for st in first["stages"]] == [10.0]
-        assert "significant loss on watch_rate" in first["stages"][0]["reason"]
-        assert first["stages"][0]["result"]["primary"]["relative_lift"] < 0
+        # traffic runs 8 requests in flight, so how fast the loss becomes significant varies from run
+        # to run: the ramp must stop at the stage where it does, never reach the last stage, and say why
+        *held, breach = first["stages"]
+        assert all(st["decision"] == "advance" for st in held) and len(first["stages"]) < len(s.ab.stages)
+        assert breach["decision"] == "rollback" and "significant loss on watch_rate" in breach["reason"]
+        assert breach["result"]["primary"]["relative_lift"] < 0
         default = with_share("x", "y", 1000, 0)
         assert load_allocation(allocation_path(s.data_dir), default).share() == 0.0
         assert registry.alias_version(s, registry.CHAMPION) == good
