@@ -103,3 +103,24 @@ def test_driver_and_taobao_two_domain_import_runs_through_ingest_and_validation(
     m = ingest_day(tiny_settings, "2026-09-02")
     assert m["totals"]["quarantined"] == 0
     assert validate_day(tiny_settings, "2026-09-02")["success"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is not present")
+def test_imported_real_logs_run_through_features_and_training(tiny_settings):
+    """The issue's promise: the rest of the pipeline runs on imported logs (driver + Taobao, 4 days)."""
+    from eliverec.features.build import build_features
+    from eliverec.training.trainer import train
+
+    r = import_logs(tiny_settings, live=REAL / "driver" / "interactions.csv",
+                    products=REAL / "taobao_userbehavior_head" / "UserBehavior_head.csv",
+                    mapping=MAPPINGS / "driver_taobao.yaml")  # fmt: skip
+    days = r["dates"][:4]
+    for day in days:
+        assert ingest_day(tiny_settings, day)["totals"]["quarantined"] == 0
+    feats = build_features(tiny_settings, days[-1], train_days=2)
+    assert feats["train_rows"] > 0 and feats["test_rows"] > 0
+    s = tiny_settings.model_copy(update={"train": tiny_settings.train.model_copy(update={"max_steps": 5})})
+    result = train(s, model_name="eta_dual", end_date=days[-1], run_name="imported")
+    assert result.steps == 5 and result.model_uri
+    assert 0.0 <= result.metrics["val/auc"] <= 1.0
