@@ -157,6 +157,19 @@ def set_challenger(settings: Settings, version: str, reason: str) -> AuditRecord
         return _move_alias(settings, CHALLENGER, str(version), "challenger", reason)
 
 
+def clear_challenger(settings: Settings, reason: str) -> AuditRecord | None:
+    """Remove the ``challenger`` alias (audited); ``None`` when there was none."""
+    with _lock(settings):
+        previous = alias_version(settings, CHALLENGER)
+        if previous is None:
+            return None
+        client(settings).delete_registered_model_alias(settings.tracking.registered_model, CHALLENGER)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}Z"
+        record = AuditRecord(stamp, actor(), "clear", CHALLENGER, previous, None, reason)
+        _append_audit(settings, record)
+        return record
+
+
 def promote(settings: Settings, version: str, reason: str, force: bool = False) -> AuditRecord:
     """Move ``champion`` to ``version``; refuses a failed (or ungated) version unless ``force``."""
     if not reason.strip():

@@ -44,13 +44,45 @@ def main() -> None:
     state, sec = _run(nightly, a.profile, a.overrides, a.data_dir)
     lines.append(_line("nightly", state, sec))
     if state.is_completed():
+        lines += _control_if_no_challenger(s)
         ramp_overrides = [*a.overrides, *DEMO_RAMP] if a.profile != "tiny" else a.overrides
         users = min(s.world.n_users, 2000)
         state, sec = _run(rollout, a.profile, ramp_overrides, a.data_dir, None, users, 5.0)
-        lines.append(_line("rollout", state, sec))
+        outcome = state.result(raise_on_failure=False) if state.is_completed() else None
+        lines.append(_line("rollout", state, sec) + (f" outcome: {outcome.get('outcome')}"
+                                                      if isinstance(outcome, dict) else ""))
+        _retire_control(s)
         state, sec = _run(monitor, a.profile, a.overrides, a.data_dir)
         lines.append(_line("monitor", state, sec))
     _report(s, lines, time.time() - started)
+
+
+def _control_if_no_challenger(s: Any) -> list[str]:
+    """No gated challenger tonight: exercise the ramp with a labelled negative control instead.
+
+    The control is the champion's own network ranking in reverse (``eliverec.experiments.controls``),
+    registered with the tag ``control=negative``; the ramp's guardrails should roll it back.
+    """
+    from eliverec import registry
+    from eliverec.experiments.controls import register_control
+
+    champion = registry.alias_version(s, registry.CHAMPION)
+    challenger = registry.alias_version(s, registry.CHALLENGER)
+    if champion is None or (challenger is not None and challenger != champion):
+        return []
+    control = register_control(s, champion, "negative", reason="demo: no challenger passed the gate tonight")
+    registry.set_challenger(s, control, "demo: negative control to exercise the A/B ramp")
+    return [f"(no challenger passed the gate: the ramp runs with v{control}, a negative control of the champion"
+            " that ranks in reverse; its guardrails should roll it back)"]
+
+
+def _retire_control(s: Any) -> None:
+    """A negative control must not stay challenger after the demo's ramp."""
+    from eliverec import registry
+
+    challenger = registry.alias_version(s, registry.CHALLENGER)
+    if challenger and registry.client(s).get_model_version(s.tracking.registered_model, challenger).tags.get("control"):
+        registry.clear_challenger(s, "demo: the negative control's ramp is over")
 
 
 def _report(s: Any, lines: list[str], seconds: float) -> None:
@@ -78,9 +110,17 @@ def _report(s: Any, lines: list[str], seconds: float) -> None:
     print("  eliverec ui prefect       # flow runs and their summary artifacts (http://127.0.0.1:4200)")
     print("  eliverec ui monitoring    # Evidently dashboards over days (http://127.0.0.1:8000)")
     print("  (run them from the venv: . .venv/bin/activate)")
-    if challenger and challenger != champion:
-        print(f"\npromote the challenger by hand: eliverec promote --version {challenger} --reason '...'")
-    print("roll back the champion:        eliverec rollback --reason '...'")
+    versions = [v for v in registry.list_versions(s) if not v["tags"].get("control")]
+    if versions:
+        latest = versions[0]
+        n = latest["version"]
+        print(f"\nnewest version: v{n} ({latest['model']}), gate verdict: {latest['verdict'] or 'none'}"
+              f" (report {latest['tags'].get('gate_report', 'n/a')})")
+        if latest["verdict"] == "pass" and n != champion:
+            print(f"promote it by hand:   eliverec promote --version {n} --reason '...'")
+        elif latest["verdict"] != "pass":
+            print(f"the gate rejected it; to override (audited): eliverec promote --version {n} --force --reason '...'")
+    print("roll back the champion: eliverec rollback --reason '...'")
 
 
 if __name__ == "__main__":

@@ -142,3 +142,12 @@ def test_mlflow_ui_serves_the_registry_over_http(tiny_settings: Settings, versio
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_clearing_the_challenger_is_audited(tiny_settings: Settings, versions: list[str]) -> None:
+    assert registry.clear_challenger(tiny_settings, "nothing to clear") is None
+    registry.set_challenger(tiny_settings, versions[1], "gate passed")
+    rec = registry.clear_challenger(tiny_settings, "ramp over")
+    assert rec is not None and (rec.from_version, rec.to_version) == (versions[1], None)
+    assert registry.alias_version(tiny_settings, registry.CHALLENGER) is None
+    assert registry.read_audit(tiny_settings)[-1]["action"] == "clear"
