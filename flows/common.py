@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,16 @@ class Target:
         if self.params:
             args += ["--params", self.params]
         return args
+
+
+def target_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command line every flow module shares: --profile, --set (repeatable), --data-dir, --params."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--data-dir")
+    ap.add_argument("--params")
+    return ap
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

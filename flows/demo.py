@@ -7,7 +7,6 @@ gate eLiveRec) -> rollout (A/B ramp of the challenger against simulated users, w
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -29,30 +28,27 @@ def _line(name: str, state: Any, seconds: float) -> str:
 def main() -> None:
     """Run the demo for ``--profile`` (default: default) and print the report."""
     from eliverec.config import load_settings
+    from flows.common import target_parser
     from flows.monitor import monitor
     from flows.nightly import nightly
     from flows.rollout import rollout
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--data-dir")
-    a = ap.parse_args()
+    a = target_parser(__doc__).parse_args()
     started = time.time()
-    s = load_settings(a.profile, overrides=a.overrides, data_dir=a.data_dir)
+    s = load_settings(a.profile, overrides=a.overrides, params=a.params, data_dir=a.data_dir)
     lines = []
-    state, sec = _run(nightly, a.profile, a.overrides, a.data_dir)
+    state, sec = _run(nightly, a.profile, a.overrides, a.data_dir, a.params)
     lines.append(_line("nightly", state, sec))
     if state.is_completed():
         lines += _control_if_no_challenger(s)
         ramp_overrides = [*a.overrides, *DEMO_RAMP] if a.profile != "tiny" else a.overrides
         users = min(s.world.n_users, 2000)
-        state, sec = _run(rollout, a.profile, ramp_overrides, a.data_dir, None, users, 5.0)
+        state, sec = _run(rollout, a.profile, ramp_overrides, a.data_dir, a.params, users, 5.0)
         outcome = state.result(raise_on_failure=False) if state.is_completed() else None
         lines.append(_line("rollout", state, sec) + (f" outcome: {outcome.get('outcome')}"
                                                       if isinstance(outcome, dict) else ""))
         _retire_control(s)
-        state, sec = _run(monitor, a.profile, a.overrides, a.data_dir)
+        state, sec = _run(monitor, a.profile, a.overrides, a.data_dir, a.params)
         lines.append(_line("monitor", state, sec))
     _report(s, lines, time.time() - started)
 

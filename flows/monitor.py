@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import Target
+from flows.common import Target, target_parser
 
 
 @task(name="monitor")
@@ -40,13 +40,7 @@ def monitor(profile: str = "default", overrides: list[str] | None = None, data_d
 
 def main() -> None:
     """``python -m flows.monitor [--profile P] [--date D] [--set k=v ...] [--data-dir D]``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--data-dir")
-    ap.add_argument("--params")
+    ap = target_parser(__doc__)
     ap.add_argument("--date")
     a = ap.parse_args()
     monitor(a.profile, a.overrides, a.data_dir, a.params, a.date)

@@ -28,7 +28,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
-from flows.common import Target, markdown_table
+from flows.common import Target, markdown_table, target_parser
 
 
 # ----------------------------------------------------------------------------- cache keys
@@ -232,13 +232,7 @@ def _artifact(summary: dict[str, Any]) -> None:
 
 def main() -> None:
     """``python -m flows.nightly [--profile P] [--set k=v ...] [--data-dir D] [--no-simulate]``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--data-dir")
-    ap.add_argument("--params")
+    ap = target_parser(__doc__)
     ap.add_argument("--no-simulate", action="store_true")
     ap.add_argument("--end-date")
     a = ap.parse_args()

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import Target
+from flows.common import Target, target_parser
 
 
 @task(name="ramp", retries=1, retry_delay_seconds=10)
@@ -54,13 +54,7 @@ def rollout(profile: str = "default", overrides: list[str] | None = None, data_d
 
 def main() -> None:
     """``python -m flows.rollout [--profile P] [--set k=v ...] [--data-dir D] [--users N] [--minutes M]``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--data-dir")
-    ap.add_argument("--params")
+    ap = target_parser(__doc__)
     ap.add_argument("--users", type=int)
     ap.add_argument("--minutes", type=float, default=5.0)
     a = ap.parse_args()
