@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from eliverec.config import Settings
+from eliverec.errors import EliverecError
 from eliverec.serving import admin_token
 from eliverec.serving.buckets import Allocation, allocation_path, load_allocation, save_allocation, with_share
 from eliverec.serving.eventlog import ServingLog
@@ -319,10 +320,18 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     return app
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LAPTOP_TOKEN = "change-me-admin-token"  # the params.yaml default: fine on loopback only
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run the service with uvicorn until interrupted (one process: the online state lives in it)."""
     import uvicorn
 
+    bind = host or settings.serving.host
+    if bind not in LOOPBACK and admin_token(settings) == LAPTOP_TOKEN:
+        raise EliverecError(f"refusing to serve on {bind} with the laptop admin token from params.yaml: "
+                            "set ELIVEREC_ADMIN_TOKEN (or serving.admin_token) to a secret first")
     app = create_app(settings)
-    uvicorn.run(app, host=host or settings.serving.host, port=port or settings.serving.port, log_level="info",
+    uvicorn.run(app, host=bind, port=port or settings.serving.port, log_level="info",
                 access_log=False)

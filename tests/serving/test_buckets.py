@@ -70,3 +70,16 @@ def test_allocation_is_stored_durably_with_history(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(DataError, match="not a valid allocation"):
         load_allocation(path, default)
+
+
+def test_service_refuses_a_public_address_with_the_laptop_token(monkeypatch) -> None:
+    import pytest
+
+    from eliverec.config import load_settings
+    from eliverec.errors import EliverecError
+    from eliverec.serving.app import serve
+    from tests.conftest import PARAMS
+
+    monkeypatch.delenv("ELIVEREC_ADMIN_TOKEN", raising=False)
+    with pytest.raises(EliverecError, match="ELIVEREC_ADMIN_TOKEN"):
+        serve(load_settings("tiny", params=PARAMS), host="0.0.0.0")
