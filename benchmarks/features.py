@@ -136,7 +136,7 @@ def main() -> None:
     result = {"benchmark": "features", "quick": q, "machine": {
         "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
         "numpy": numpy.__version__, "torch": torch.__version__,
-        "note": "2-core machine shared with four other workers during the run: read numbers as lower bounds"},
+        "note": f"1-min load average at start {os.getloadavg()[0]:.1f} (other jobs slow it down)"},
         "target_impressions_per_min": 1_000_000, "cases": cases, "loader": loader}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "features_quick" if q else "features"

@@ -164,7 +164,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     machine = {"cores": os.cpu_count(), "cpu": _cpu(), "python": platform.python_version(),
-               "note": "2 cores shared with other jobs while measuring"}  # fmt: skip
+               "note": f"1-min load average at start {os.getloadavg()[0]:.1f}"}  # fmt: skip
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ingest.json").write_text(

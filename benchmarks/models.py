@@ -97,14 +97,15 @@ def machine() -> dict[str, Any]:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "load_avg_1m": os.getloadavg()[0],
             "python": platform.python_version()}
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Model size and speed", "",
              f"CPU: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch "
-             f"{report['machine']['torch']}, {report['machine']['threads']} threads (shared machine: read speeds as "
-             "lower bounds). FLOPs: matrix products only.", "",
+             f"{report['machine']['torch']}, {report['machine']['threads']} threads; 1-min load average at start "
+             f"{report['machine']['load_avg_1m']:.1f}. FLOPs: matrix products only.", "",
              "| profile | model | params (M) | dense params (K) | MFLOPs / sample | train samples/s | batch |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["models"]:

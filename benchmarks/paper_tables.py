@@ -193,7 +193,7 @@ def machine() -> dict[str, Any]:
         pass
     return {"cores": os.cpu_count(), "cpu_model": cpu, "torch": torch.__version__, "torch_threads":
             torch.get_num_threads(), "python": platform.python_version(), "load_avg_at_start": os.getloadavg(),
-            "note": "2-core machine shared with other workers' jobs (run at nice 19): timings are not clean"}
+            "note": f"1-min load average at start {os.getloadavg()[0]:.1f}; cells train with train.threads"}
 
 
 def collect(folder: Path, seeds: list[int]) -> tuple[dict[str, dict[int, Any]], dict[int, Any]]:

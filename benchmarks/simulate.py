@@ -81,7 +81,7 @@ def machine() -> dict:
     except (OSError, StopIteration):
         cpu = platform.processor()
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "load_avg_1m_at_start": os.getloadavg()[0], "note": "2 cores shared with other workers during the run"}
+            "load_avg_1m_at_start": os.getloadavg()[0], "note": "see load_avg_1m_at_start"}
 
 
 def main() -> None:

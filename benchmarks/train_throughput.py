@@ -153,7 +153,7 @@ def machine() -> dict[str, Any]:
         pass
     return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
-            else None, "note": "2-core machine shared with other jobs while measured"}
+            else None, "note": f"1-min load average at start {os.getloadavg()[0]:.1f}"}
 
 
 def markdown(res: dict[str, Any]) -> str:
