@@ -77,8 +77,8 @@ def paired_bootstrap(
         if np.ptp(y[w[codes] > 0]) > 0 else np.nan
         for w in draws
     ])
-    gauc_diffs = _gauc_diffs(codes, y, cand, champ, draws)
-    point = {"auc": roc_auc_score(y, cand) - roc_auc_score(y, champ), "gauc": _gauc_point(codes, y, cand, champ)}
+    gauc_point, gauc_diffs = _gauc_diffs(per_user_auc(codes, y, cand), per_user_auc(codes, y, champ), draws)
+    point = {"auc": roc_auc_score(y, cand) - roc_auc_score(y, champ), "gauc": gauc_point}
     alpha = (1.0 - confidence) / 2.0
     out = {}
     for key, diffs in (("auc", auc_diffs), ("gauc", gauc_diffs)):
@@ -88,26 +88,17 @@ def paired_bootstrap(
     return out
 
 
-def _gauc_parts(codes: np.ndarray, y: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    return per_user_auc(codes, y, scores)
+def _gauc_diffs(a: pd.DataFrame, b: pd.DataFrame, draws: np.ndarray) -> tuple[float, np.ndarray]:
+    """gAUC difference and its bootstrap replicates from both models' per-user AUCs.
 
-
-def _gauc_point(codes: np.ndarray, y: np.ndarray, cand: np.ndarray, champ: np.ndarray) -> float:
-    a, b = _gauc_parts(codes, y, cand), _gauc_parts(codes, y, champ)
+    ``a`` and ``b`` come from :func:`per_user_auc` on the same labels, so they hold the same users.
+    """
     if a.empty:
-        return float("nan")
-    return float(np.average(a["auc"], weights=a["n"]) - np.average(b["auc"], weights=b["n"]))
-
-
-def _gauc_diffs(codes: np.ndarray, y: np.ndarray, cand: np.ndarray, champ: np.ndarray,
-                draws: np.ndarray) -> np.ndarray:
-    a, b = _gauc_parts(codes, y, cand), _gauc_parts(codes, y, champ)  # same users: labels are shared
-    if a.empty:
-        return np.full(len(draws), np.nan)
+        return float("nan"), np.full(len(draws), np.nan)
+    point = float(np.average(a["auc"], weights=a["n"]) - np.average(b["auc"], weights=b["n"]))
     w = draws[:, a.index.to_numpy()] * a["n"].to_numpy()  # (S, users with both classes)
-    tot = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (w @ a["auc"].to_numpy() - w @ b["auc"].to_numpy()) / tot
+        return point, (w @ a["auc"].to_numpy() - w @ b["auc"].to_numpy()) / w.sum(axis=1)
 
 
 def _num(v: Any) -> float | None:
