@@ -14,6 +14,7 @@ the three in-channel behaviours over ``inter(features)`` (eLiveRec puts its gate
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -89,7 +90,7 @@ class AuxHeads(nn.Module):
         return {t: tower(o).squeeze(-1) for t, tower, o in zip(AUX_TASKS, self.towers, outs, strict=True)}
 
 
-class RankingModel(nn.Module):
+class RankingModel(nn.Module, abc.ABC):
     """Base of every model; subclasses set ``name``, ``dual``, ``preset`` and implement ``encode``."""
 
     name: ClassVar[str] = ""
@@ -124,11 +125,11 @@ class RankingModel(nn.Module):
         """Candidate-independent state (B, ...); default: the embedded sequences themselves."""
         return seqs
 
+    @abc.abstractmethod
     def encode(
         self, x: Context, state: dict[str, Tensor], with_reg: bool
     ) -> tuple[list[Tensor], dict[str, Tensor], Tensor | None]:
         """Target-dependent features (list of (B, d_i)), unweighted regularisers, weighted reg total."""
-        raise NotImplementedError
 
     def inter(self, parts: tuple[Tensor, ...]) -> Tensor:
         """Input of the auxiliary heads from the split intra-channel embedding (default: all of it)."""
