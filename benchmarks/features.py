@@ -23,18 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
+
 REPO = Path(__file__).resolve().parents[1]
 DATE = "2026-09-01"
 T0 = 1788220800000
@@ -163,7 +165,7 @@ def main() -> None:
             shutil.rmtree(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    machine = {"cores": os.cpu_count(), "cpu": _cpu(), "python": platform.python_version(),
+    machine = {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
                "note": f"1-min load average at start {os.getloadavg()[0]:.1f}"}  # fmt: skip
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -180,16 +182,6 @@ def main() -> None:
               for c in cases]  # fmt: skip
     (out / "ingest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _cpu() -> str:
-    try:
-        for row in Path("/proc/cpuinfo").read_text().splitlines():
-            if row.startswith("model name"):
-                return row.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

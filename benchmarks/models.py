@@ -15,7 +15,6 @@ Writes ``benchmarks/results/models.json`` and ``benchmarks/results/models.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
 from rich.progress import Progress
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -92,11 +92,7 @@ def adaptive_cost(s: Settings, batch_size: int, steps: int) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"cores": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "load_avg_1m": os.getloadavg()[0],
             "python": platform.python_version()}
 

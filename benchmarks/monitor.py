@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import psutil
+from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
 
 from eliverec.config import load_settings
 from eliverec.errors import ValidationFailed
@@ -79,7 +80,7 @@ def main() -> None:
             date = prepare(profile, data_dir)
             prep = round(time.perf_counter() - t, 1)
         result = run(profile, Path(data_dir), date, Path(tmp) / "workspace")
-    result.update({"prepare_seconds": prep, "cores": os.cpu_count(), "cpu": platform.processor() or _cpu_model(),
+    result.update({"prepare_seconds": prep, "cores": os.cpu_count(), "cpu": platform.processor() or cpu_model(),
                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
                    "note": "shared machine: other jobs ran at the same time; read times as upper bounds"})
     res = ROOT / "benchmarks" / "results"
@@ -94,16 +95,6 @@ def main() -> None:
         f"{result['verdict']} |\n\n{result['reference']}; {result['current']}.\n\n"
         f"{result['cores']} cores, {result['cpu']}; {result['note']}.\n")
     print(json.dumps(result, indent=2))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -183,15 +184,7 @@ def machine() -> dict[str, Any]:
     """Machine facts for the record."""
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu_model": cpu, "torch": torch.__version__, "torch_threads":
+    return {"cores": os.cpu_count(), "cpu_model": cpu_model(), "torch": torch.__version__, "torch_threads":
             torch.get_num_threads(), "python": platform.python_version(), "load_avg_at_start": os.getloadavg(),
             "note": f"1-min load average at start {os.getloadavg()[0]:.1f}; cells train with train.threads"}
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
@@ -39,13 +40,7 @@ TOKEN = "benchmark-admin-token"
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+    return {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
             "load_avg_at_start": list(os.getloadavg())}
 
 

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 
@@ -74,13 +76,7 @@ TARGETS = {"impressions_per_feed": (7.2, 8.2), "watches_per_feed": (0.75, 1.05),
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        cpu = next(x.split(":", 1)[1].strip() for x in text.splitlines() if x.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+    return {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
             "load_avg_1m_at_start": os.getloadavg()[0], "note": "see load_avg_1m_at_start"}
 
 

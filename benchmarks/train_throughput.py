@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -143,15 +144,7 @@ def measure_ddp(profile: str, batch: int | None, steps: int, procs: int = 2) -> 
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"cores": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
             else None, "note": f"1-min load average at start {os.getloadavg()[0]:.1f}"}
 
