@@ -258,6 +258,44 @@ def train_cmd(
                                    "end_date": end_date, "metrics": metrics})
 
 
+@app.command("tune")
+@friendly_errors
+def tune_cmd(
+    model: Annotated[str, typer.Option("--model", help="Model name to tune (e.g. eliverec, eta_dual).")],
+    trials: Annotated[int, typer.Option("--trials", help="Trials (the same number for every family).")] = 20,
+    minutes_per_trial: Annotated[
+        float | None, typer.Option("--minutes-per-trial", help="Wall-clock cap per trial (default train.max_minutes).")
+    ] = None,
+    end_date: Annotated[str | None, typer.Option("--end-date", help="Test day; tunes on the days before.")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Store the best values in params.yaml (tuned.MODEL).")] = False,
+    profile: ProfileOpt = None, data_dir: DataDirOpt = None, overrides: SetOpt = None, params: ParamsOpt = None,
+) -> None:
+    """Search MODEL's hyper-parameters with Optuna on the validation tail (MLflow parent run + nested trials)."""
+    from rich.progress import Progress
+
+    from eliverec.config import find_params
+    from eliverec.pipeline import latest_bronze_date
+    from eliverec.training.tune import TrialRecord, TuneResult, tune
+
+    s = settings(profile, data_dir, overrides, params)
+    end_date = end_date or latest_bronze_date(s)
+    with Progress(console=console, disable=not console.is_terminal, transient=True) as bar:
+        task = bar.add_task(f"tuning {model}", total=trials)
+
+        def done(rec: TrialRecord, best: TuneResult | None) -> None:
+            auc = f"val auc {rec.value:.4f}" if rec.value is not None else f"failed ({rec.error[:80]})"
+            best_text = f"best {best.best_value:.4f} (trial {best.best_trial})" if best else "no best yet"
+            values = ", ".join(f"{k.split('.')[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[1]}={v}"
+                               for k, v in rec.values.items())
+            typer.echo(f"trial {rec.number + 1}/{trials}: {auc}; {best_text}; {values}; {rec.seconds:.1f} s")
+            bar.advance(task)
+
+        r = tune(s, model, trials, end_date, minutes_per_trial, find_params(params) if write else None,
+                 on_trial=done)
+    typer.echo(f"best val auc {r.best_value:.4f} (trial {r.best_trial}): {r.tuned}; MLflow run {r.parent_run_id}")
+    typer.echo(f"report: {r.paths['markdown']}" + (f"; written to {'.'.join(r.written)}" if r.written else ""))
+
+
 @app.command("evaluate")
 @friendly_errors
 def evaluate_cmd(

@@ -7,6 +7,10 @@ profiles (``tiny`` for tests, ``paper`` for the paper's hyper-parameters).
 (for containers); overrides ``a.b=c`` (CLI ``--set``) are applied last. Unknown keys and bad
 values are errors that name the key.
 
+The ``tuned`` table holds per-model values chosen by ``eliverec tune``; loading validates it but
+applies nothing: :func:`apply_tuned` (called by the trainer for the model it trains) does, leaving
+alone every key that was given with ``--set`` (``Settings.explicit``), so the command line wins.
+
 The search order for ``params.yaml``: the explicit path, ``$ELIVEREC_PARAMS``,
 ``./params.yaml``, then the repository root next to the package.
 """
@@ -17,10 +21,10 @@ import copy
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eliverec.errors import EliverecError
 
@@ -144,7 +148,7 @@ class ModelConfig(Section):
     emb_std: float = Field(gt=0.0)  # std of each field's embedding init (not the tiny CTR-library default)
     backbone: Literal["transformer", "din", "hgn"]  # eLiveRec basic sequence encoder (Fig. 5)
     disentangle: bool  # False: eLiveRec wo.D
-    prototypes: Literal["pooled", "learned"]  # learned: wo.P
+    prototypes: Literal["pooled", "learned", "cross"]  # learned: wo.P; cross: o_c from the other domain
     dcor: bool  # False: wo.C (eq. 8 off)
     consistency: Literal["infonce", "cos", "euc", "none"]  # eq. 9 or the Cos / Euc variants; none: wo.N
     specific_reg: bool  # SR: also penalise dependence between z_sV and z_sS
@@ -152,6 +156,9 @@ class ModelConfig(Section):
     lambda2: float = Field(ge=0.0)  # eq. 10, InfoNCE (or its cos/euc replacement)
     lambda_sr: float = Field(ge=0.0)  # weight of the SR term
     tau: float = Field(gt=0.0)  # eq. 9 temperature
+    reg_on: Literal["retrieved", "pooled"] = "retrieved"  # eq. 8-9 on the retrieved z (eq. 7) or target-free pools
+    nce_negatives: Literal["batch", "batch_specific"] = "batch"  # eq. 9; + the row's z_s of the other domain
+    mtl_grad_on: Literal["activation", "parameters"] = "activation"  # eq. 14 cosines on S or shared params
     mtl: Literal["single", "vanilla", "adaptive"]  # multi-task mode (eq. 15 / 14)
     mtl_weights: list[float]  # vanilla weights of stay_time, goods_bag, product_click; their sum is the adaptive budget
     aux_scope: Literal["watched", "all"]  # auxiliary losses on watched impressions only, or on all
@@ -195,6 +202,8 @@ class TrainConfig(Section):
     num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes per rank
     log_every: int = Field(default=50, ge=1)  # steps between MLflow metric writes
     max_steps: int = Field(default=0, ge=0)  # stop after this many steps in total (0: no limit)
+    max_minutes: float = Field(default=0.0, ge=0.0)  # wall-clock training budget per run (0: none)
+    sparse_embeddings: bool = True  # embedding tables take sparse gradients (eliverec/training/optim.py)
     threads: int = Field(default=1, ge=0)  # torch intra-op threads per process (0: torch's default)
 
 
@@ -319,8 +328,51 @@ class FlowsConfig(Section):
     train_timeout_s: int = Field(ge=60)  # training runs as a subprocess with this limit
 
 
+# --------------------------------------------------------------------------- tuned
+class TunedTrain(Section):
+    """Tunable training values (``tuned.<model>.train``); ranges are checked when applied."""
+
+    lr: float | None = None
+    weight_decay: float | None = None
+
+
+class TunedModel(Section):
+    """Tunable model values (``tuned.<model>.model``); ``heads`` only to keep ``dim`` divisible."""
+
+    dim: int | None = None
+    heads: int | None = None
+    dropout: float | None = None
+    lambda1: float | None = None
+    lambda2: float | None = None
+    tau: float | None = None
+
+
+class TunedValues(Section):
+    """The values ``eliverec tune`` chose for one model (``tuned.<model>`` in params.yaml)."""
+
+    train: TunedTrain = TunedTrain()
+    model: TunedModel = TunedModel()
+
+    def overrides(self) -> dict[str, Any]:
+        """The values that are set, as dotted keys.
+
+        >>> TunedValues(train={"lr": 0.01}, model={"dim": 16}).overrides()
+        {'train.lr': 0.01, 'model.dim': 16}
+        """
+        return {f"{name}.{key}": value for name, part in (("train", self.train), ("model", self.model))
+                for key, value in part.model_dump(exclude_none=True).items()}
+
+
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+
+
 class Settings(Section):
-    """All settings of one run, resolved for one profile."""
+    """All settings of one run, resolved for one profile.
+
+    ``tuned`` holds the per-model values chosen by ``eliverec tune``; :func:`apply_tuned` applies one
+    model's. ``explicit`` (the keys given with ``--set``) and ``untuned`` (what ``apply_tuned``
+    replaced) are bookkeeping filled in by :func:`load_settings` / :func:`apply_tuned`, not params.yaml.
+    """
 
     profile: str
     seed: int
@@ -338,6 +390,22 @@ class Settings(Section):
     flows: FlowsConfig
     validation: ValidateConfig = ValidateConfig()
     monitor: MonitorConfig = MonitorConfig()
+    tuned: dict[str, TunedValues] = Field(default_factory=dict)  # model name -> values from `eliverec tune`
+    explicit: tuple[str, ...] = ()  # dotted keys set by --set overrides: they win over tuned values
+    untuned: dict[str, Any] = Field(default_factory=dict)  # dotted key -> the value apply_tuned replaced
+
+    @field_validator("tuned", mode="before")
+    @classmethod
+    def _known_models(cls, value: Any) -> Any:
+        """``tuned`` keys are registered model names; an empty entry means no values."""
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            unknown = sorted(str(k) for k in value if k not in MODEL_NAMES)
+            if unknown:
+                raise ValueError(f"unknown model '{unknown[0]}' (known: {', '.join(MODEL_NAMES)})")
+            return {k: {} if v is None else v for k, v in value.items()}
+        return value
 
     def section_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for logging with runs and models)."""
@@ -424,13 +492,17 @@ def load_settings(
     if chosen not in profiles and chosen != "default":
         known = ", ".join(sorted({"default", *profiles}))
         raise ConfigError(f"{path}: unknown profile '{chosen}' (known: {known})")
-    tree = deep_merge(raw, profiles.get(chosen) or {}, "") if chosen in profiles else copy.deepcopy(raw)
-    tree["profile"] = chosen
+    over, tuned = _split_tuned(path, raw, profiles.get(chosen))
+    tree = deep_merge(raw, over, "")
+    tree["profile"], tree["tuned"] = chosen, tuned
     if os.environ.get("MLFLOW_TRACKING_URI") and isinstance(tree.get("tracking"), dict):
         tree["tracking"]["uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    explicit: set[str] = set()
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(tree, parts, value)
+        explicit.add(".".join(parts))
+    tree["explicit"] = sorted(explicit)
     if data_dir is not None:
         tree["data_dir"] = str(data_dir)
     elif os.environ.get("ELIVEREC_DATA_DIR"):
@@ -438,9 +510,63 @@ def load_settings(
     tree["data_dir"] = str(_resolve(Path(tree.get("data_dir", "data")), path.parent))
     tree["tracking"] = _resolve_tracking(tree.get("tracking"), path.parent)
     try:
-        return Settings.model_validate(tree)
+        settings = Settings.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_errors(path, exc)) from exc
+    for name in settings.tuned:  # a bad tuned value fails now, not when that model trains
+        try:
+            apply_tuned(settings, name)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    return settings
+
+
+def _split_tuned(path: Path, raw: dict[str, Any], over: Mapping[str, Any] | None) -> tuple[dict[str, Any], Any]:
+    """The profile's overrides without ``tuned``, and the tuned table in force.
+
+    A profile's ``tuned`` replaces the top-level table as a whole (values tuned on one world do not
+    carry over to another); ``raw`` loses its ``tuned`` too. ``explicit``/``untuned`` are not settings.
+    """
+    for key in ("explicit", "untuned"):
+        if key in raw or key in (over or {}):
+            raise ConfigError(f"{path}: '{key}' is not a setting (it is filled in from --set overrides)")
+    over = dict(over or {})
+    top = raw.pop("tuned", None)
+    return over, copy.deepcopy(over.pop("tuned") if "tuned" in over else top)
+
+
+def is_explicit(key: str, explicit: Sequence[str]) -> bool:
+    """Whether dotted ``key`` was given with ``--set`` (itself or a section above it).
+
+    >>> is_explicit("train.lr", ["train.lr"]), is_explicit("train.lr", ["train"]), is_explicit("train.lr", [])
+    (True, True, False)
+    """
+    return any(key == e or key.startswith(f"{e}.") for e in explicit)
+
+
+def apply_tuned(settings: Settings, model_name: str) -> Settings:
+    """``settings`` for ``model_name``: ``model.name`` set and that model's ``tuned`` values applied.
+
+    Keys given with ``--set`` (``settings.explicit``) keep their value: explicit beats tuned. The
+    values an earlier ``apply_tuned`` replaced (``settings.untuned``) are restored first, so switching
+    from one model to another never carries the first model's tuned values along.
+    """
+    if model_name not in MODEL_NAMES:
+        raise ConfigError(f"unknown model '{model_name}' (known: {', '.join(MODEL_NAMES)})")
+    tree = settings.section_dict()
+    for key, value in settings.untuned.items():
+        section, name = key.split(".")
+        tree[section][name] = value
+    tree["model"]["name"], tree["untuned"] = model_name, {}
+    entry = settings.tuned.get(model_name)
+    for key, value in (entry.overrides() if entry else {}).items():
+        if not is_explicit(key, settings.explicit):
+            section, name = key.split(".")
+            tree["untuned"][key], tree[section][name] = tree[section][name], value
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(f"tuned.{model_name} (model {model_name})", exc)) from exc
 
 
 def _resolve(p: Path, root: Path) -> Path:
@@ -460,7 +586,7 @@ def _resolve_tracking(section: Any, root: Path) -> Any:
     return section
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
+def _format_errors(path: Path | str, exc: ValidationError) -> str:
     lines = [f"{path}: invalid settings"]
     for err in exc.errors():
         key = ".".join(str(x) for x in err["loc"])

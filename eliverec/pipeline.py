@@ -103,8 +103,11 @@ def version_tags(settings: Settings, result: dict[str, Any]) -> dict[str, str]:
     days = previous_days(result["end_date"], settings.features.train_days)
     spec = settings.data_dir / "features" / "feature_spec.json"
     spec_hash = json.loads(spec.read_text()).get("spec_hash", "") if spec.exists() else ""
+    from eliverec.training.trainer import stop_reason
+
     return {"model_name": result["model"], "data_window": f"{days[0]}..{days[-1]}", "test_day": result["end_date"],
-            "git_commit": git_commit(), "feature_spec_hash": spec_hash, "profile": settings.profile}
+            "git_commit": git_commit(), "feature_spec_hash": spec_hash, "profile": settings.profile,
+            "training_stop": stop_reason(result.get("metrics") or {})}
 
 
 def register_result(settings: Settings, result: dict[str, Any]) -> str:

@@ -178,8 +178,11 @@ def _release(target: Target, model: str, end_date: str) -> dict[str, Any]:
     evaluation = evaluate_task(target, result)
     version = register_task(target, result)
     verdict = gate_task(target, result, version)
+    from eliverec.training.trainer import describe_stop
+
     return {"model": model, "run_id": result["run_id"], "version": version, **verdict,
-            "metrics": evaluation["metrics"], "evaluation": evaluation["paths"]["markdown"]}
+            "metrics": evaluation["metrics"], "evaluation": evaluation["paths"]["markdown"],
+            "training": describe_stop(result.get("metrics") or {})}
 
 
 @flow(name="nightly", log_prints=True)
@@ -217,7 +220,8 @@ def _artifact(summary: dict[str, Any]) -> None:
              "duplicates": t["duplicates"]} for d, t in summary["ingested"].items()]
     rel = [{"model": r["model"], "version": r["version"], "auc": r["metrics"].get("auc"),
             "gauc": r["metrics"].get("gauc"), "ndcg@10": r["metrics"].get("ndcg@10"), "gate": r["verdict"],
-            "failed": ", ".join(r["failed"]), "report": r["report"]} for r in summary["releases"]]
+            "failed": ", ".join(r["failed"]), "training ended by": r.get("training", ""), "report": r["report"]}
+           for r in summary["releases"]]
     f = summary["features"]
     text = "\n\n".join([
         f"# Nightly run, test day {summary['end_date']} (profile {summary['profile']})",

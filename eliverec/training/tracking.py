@@ -7,14 +7,32 @@ written every ``train.log_every`` steps in one ``log_metrics`` call, so tracking
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from eliverec.config import Settings, TrackingConfig
+
+_PARENT_RUN: ContextVar[str | None] = ContextVar("eliverec_parent_run", default=None)
+
+
+@contextlib.contextmanager
+def nested_under(parent_run_id: str) -> Iterator[None]:
+    """Runs that a :class:`Tracker` starts inside this block are MLflow children of ``parent_run_id``.
+
+    (MLflow nests a run under the one named by its ``mlflow.parentRunId`` tag; ``eliverec tune`` uses
+    this for its trials, whose training runs are started deep inside the trainer.)
+    """
+    token = _PARENT_RUN.set(parent_run_id)
+    try:
+        yield
+    finally:
+        _PARENT_RUN.reset(token)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -78,7 +96,9 @@ class Tracker:
         exp_id = setup_experiment(self.settings.tracking)
         if mlflow.active_run() is not None:
             mlflow.end_run()
-        run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id, run_name=run_name)
+        parent = None if run_id else _PARENT_RUN.get()
+        run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id, run_name=run_name,
+                               parent_run_id=parent)
         self.run_id = run.info.run_id
         if run_id is None:
             mlflow.log_params(flatten(self.settings.section_dict()))

@@ -33,10 +33,37 @@ from eliverec.errors import EliverecError
 from eliverec.training import checkpoint as ckpt
 from eliverec.training.data import ArrayDataset, TrainingData, load_training_data
 from eliverec.training.distributed import DistContext, setup, teardown
+from eliverec.training.optim import SplitOptimizer, clip_gradients, make_optimizer, make_sparse, use_sparse
 from eliverec.training.pyfunc import resolve, task_outputs, to_tensor_batch
 
 DEFAULT_BUILDER = "eliverec.models:build_model"
 DEFAULT_LOSS = "eliverec.models.losses:MultiTaskLoss"
+STOP_REASONS = ("early_stopping", "time_budget", "max_steps", "epochs")
+
+
+def stop_reason(metrics: dict[str, float]) -> str:
+    """Which limit ended a run, from its ``stop/<reason>`` metrics (``unknown`` for older runs).
+
+    >>> stop_reason({"stop/early_stopping": 0.0, "stop/time_budget": 1.0})
+    'time_budget'
+    """
+    return next((r for r in STOP_REASONS if metrics.get(f"stop/{r}") == 1.0), "unknown")
+
+
+def describe_stop(metrics: dict[str, float]) -> str:
+    """One sentence on how training ended, for reports.
+
+    >>> describe_stop({"stop/early_stopping": 1.0, "steps": 900.0, "best_step": 600.0, "train_seconds": 90.0})
+    'early stopping (validation AUC stopped improving) after 900 steps in 1.5 min; kept the weights of step 600'
+    """
+    why = {"early_stopping": "early stopping (validation AUC stopped improving)",
+           "time_budget": "the wall-clock budget (train.max_minutes) ran out before validation AUC stopped improving",
+           "max_steps": "the step cap (train.max_steps)", "epochs": "all epochs (train.epochs) done",
+           "unknown": "an unrecorded reason"}[stop_reason(metrics)]
+    best = metrics.get("best_step", -1.0)
+    kept = f"kept the weights of step {best:.0f}" if best >= 0 else "kept the last weights"
+    return (f"{why} after {metrics.get('steps', 0.0):.0f} steps in {metrics.get('train_seconds', 0.0) / 60:.1f} min; "
+            f"{kept}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,7 @@ class TrainResult:
     checkpoint_dir: Path
     steps: int = 0
     stopped_early: bool = False
+    stop_reason: str = "epochs"  # early_stopping | time_budget | max_steps | epochs (see LoopState)
 
 
 @dataclass
@@ -62,6 +90,8 @@ class LoopState:
     best_step: int = -1
     bad_evals: int = 0
     stopped_early: bool = False
+    stop_reason: str = ""  # early_stopping | time_budget (train.max_minutes) | max_steps | epochs (all done)
+    seconds: float = 0.0  # training wall-clock time so far (carried over a resume)
     run_id: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)  # validation records
 
@@ -111,14 +141,6 @@ def build_objects(settings: Settings, spec: Mapping[str, Any], builder: str, los
     except (KeyError, ValueError) as exc:
         raise EliverecError(f"cannot build model '{settings.model.name}': {exc}") from exc
     return Objective(model, make_loss(settings))
-
-
-def make_optimizer(settings: Settings, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """Adagrad (the paper's choice, section V-D) or Adam, from ``train.optimizer``."""
-    cfg = settings.train
-    if cfg.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def autocast(settings: Settings, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -202,7 +224,12 @@ class _Run:
                  ckpt_dir: Path, builder: str) -> None:
         self.settings, self.data, self.ctx, self.ckpt_dir, self.builder = settings, data, ctx, ckpt_dir, builder
         self.objective = objective.to(ctx.device)
-        self.optimizer = make_optimizer(settings, list(self.objective.parameters()))
+        sparse = use_sparse(settings, ctx.device, ctx.distributed)
+        tables = make_sparse(self.objective.model, sparse) if sparse else []
+        table_ids = {id(p) for p in tables}
+        dense = [p for p in self.objective.parameters() if id(p) not in table_ids]
+        self.optimizer: SplitOptimizer = make_optimizer(settings, dense, tables)
+        self.started = time.perf_counter()
         fp16 = ctx.device.type == "cuda" and settings.train.amp and settings.train.amp_dtype == "fp16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         if ctx.distributed:
@@ -215,6 +242,7 @@ class _Run:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, name: str = ckpt.LATEST) -> None:
+        self.state.seconds = time.perf_counter() - self.started
         if not self.ctx.is_main:
             return
         ckpt.save_atomic({
@@ -255,9 +283,9 @@ class _Run:
                                 "lower train.lr or raise train.grad_clip")
         self.scaler.scale(total).backward()
         if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            parts["grad_norm"] = float(nn.utils.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip))
-        self.scaler.step(self.optimizer)
+            self.scaler.unscale_(self.optimizer)  # type: ignore[arg-type]  # duck-typed optimizer
+            parts["grad_norm"] = clip_gradients(self.objective.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)  # type: ignore[arg-type]
         self.scaler.update()
         self.state.step += 1
         return parts
@@ -277,10 +305,27 @@ class _Run:
         else:
             st.bad_evals += 1
         st.stopped_early = cfg.patience > 0 and st.bad_evals >= cfg.patience
+        if st.stopped_early:
+            st.stop_reason = "early_stopping"
         return st.stopped_early
 
-    def out_of_steps(self) -> bool:
-        return 0 < self.settings.train.max_steps <= self.state.step
+    def out_of_budget(self) -> bool:
+        """True (and ``stop_reason`` set) when ``train.max_steps`` or ``train.max_minutes`` is used up.
+
+        The wall-clock decision is rank 0's, broadcast, so every DDP rank stops at the same step.
+        """
+        cfg, st = self.settings.train, self.state
+        if 0 < cfg.max_steps <= st.step:
+            st.stop_reason = "max_steps"
+            return True
+        if cfg.max_minutes <= 0 or st.step == 0:  # at least one step, so a run always leaves trained weights
+            return False
+        over = torch.tensor([float(time.perf_counter() - self.started >= 60.0 * cfg.max_minutes)])
+        if self.ctx.distributed:
+            torch.distributed.broadcast(over, src=0)
+        if over.item() > 0:
+            st.stop_reason = "time_budget"
+        return bool(over.item() > 0)
 
 
 def _reduce_parts(ctx: DistContext, sums: dict[str, float], count: int) -> dict[str, float]:
@@ -300,10 +345,11 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
     from rich.progress import Progress
 
     cfg, st, ctx = run.settings.train, run.state, run.ctx
+    run.started = time.perf_counter() - st.seconds  # the budget counts training, not setup (and earlier segments)
     sums: dict[str, float] = {}
     count, samples, data_time, t_window = 0, 0, 0.0, time.perf_counter()
     with Progress(disable=not ctx.is_main, transient=True) as bar:
-        while st.epoch < cfg.epochs and not st.stopped_early and not run.out_of_steps():
+        while st.epoch < cfg.epochs and not st.stopped_early and not run.out_of_budget():
             loader = train_loader(run.data.train, run.settings, ctx, st.epoch, st.batch)
             task = bar.add_task(f"epoch {st.epoch + 1}/{cfg.epochs}", total=len(loader) + st.batch,
                                 completed=st.batch)
@@ -332,15 +378,21 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
                 bar.advance(task)
                 if after_step is not None:
                     after_step(st.step)
-                if stop or run.out_of_steps():
+                if stop or run.out_of_budget():
                     break
                 t_fetch = time.perf_counter()
             else:
                 st.epoch, st.batch = st.epoch + 1, 0
                 run.validate()
                 tracker.log_metrics({k: v for k, v in st.history[-1].items() if k != "step"}, step=st.step)
+            if st.stop_reason in ("max_steps", "time_budget") and (not st.history or st.history[-1]["step"] < st.step):
+                reason = st.stop_reason
+                run.validate()  # the weights at the budget's end compete with the best ones seen
+                st.stop_reason, st.stopped_early = reason, False
+                tracker.log_metrics({k: v for k, v in st.history[-1].items() if k != "step"}, step=st.step)
             run.save()
             ctx.barrier()
+        st.stop_reason = st.stop_reason or "epochs"
 
 
 def _final_metrics(run: _Run) -> dict[str, float]:
@@ -356,7 +408,8 @@ def _final_metrics(run: _Run) -> dict[str, float]:
         run.ctx.barrier()
         run.objective.model.load_state_dict(ckpt.load(best_path)["model"])
     out = {"steps": float(st.step), "epochs_done": float(st.epoch), "stopped_early": float(st.stopped_early),
-           "best_step": float(st.best_step)}
+           "best_step": float(st.best_step), "train_seconds": float(st.seconds),
+           **{f"stop/{r}": float(r == st.stop_reason) for r in STOP_REASONS}}
     if len(run.data.val) > 0:
         preds = predict(run.objective.model, run.data.val, run.settings.evaluation.batch_size, run.ctx.device)
         frame = scored_frame(run.data.val, pd.DataFrame(preds))
@@ -422,21 +475,22 @@ def fit(settings: Settings, data: TrainingData, ctx: DistContext, *, run_name: s
         status = "FINISHED"
     finally:
         tracker.end(status)
-    return TrainResult(run.state.run_id, model_uri, metrics, ckpt_dir, run.state.step, run.state.stopped_early)
+    return TrainResult(run.state.run_id, model_uri, metrics, ckpt_dir, run.state.step, run.state.stopped_early,
+                       run.state.stop_reason)
 
 
 def with_model(settings: Settings, model_name: str | None) -> Settings:
-    """``settings`` with ``model.name`` replaced (validated like any override)."""
-    if not model_name:
-        return settings
-    from pydantic import ValidationError
+    """``settings`` for ``model_name`` (default ``model.name``) with that model's ``tuned`` values.
 
-    tree = settings.section_dict()
-    tree["model"]["name"] = model_name
+    ``--set`` values win over tuned ones (:func:`eliverec.config.apply_tuned`).
+    """
+    from eliverec.config import ConfigError, apply_tuned
+
+    name = model_name or settings.model.name
     try:
-        return Settings.model_validate(tree)
-    except ValidationError as exc:
-        raise EliverecError(f"cannot build model '{model_name}': {exc.errors()[0]['msg']}") from exc
+        return apply_tuned(settings, name)
+    except ConfigError as exc:
+        raise EliverecError(f"cannot build model '{name}': {exc}") from exc
 
 
 def train(settings: Settings, model_name: str | None = None, end_date: str | None = None, resume: bool = False,
