@@ -204,6 +204,7 @@ class TrainConfig(Section):
     max_steps: int = Field(default=0, ge=0)  # stop after this many steps in total (0: no limit)
     max_minutes: float = Field(default=0.0, ge=0.0)  # wall-clock training budget per run (0: none)
     sparse_embeddings: bool = True  # embedding tables take sparse gradients (eliverec/training/optim.py)
+    feed_batches: bool = True  # batches of whole feeds (shuffled by feed); the user state is computed once per feed
     threads: int = Field(default=1, ge=0)  # torch intra-op threads per process (0: torch's default)
 
 

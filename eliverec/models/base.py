@@ -67,6 +67,26 @@ def check_batch(batch: Mapping[str, Tensor]) -> None:
         raise DataError(f"batch lacks {missing}; see eliverec/features/batch.py for the contract")
 
 
+def distinct_user_rows(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Rows that start a run of identical user-state inputs, and each row's run index.
+
+    The impressions of one feed request share the user and both behaviour sequences, and the
+    feature stage writes them next to each other (the trainer batches whole feeds, see
+    ``eliverec.training.trainer.FeedBatchSampler``), so the candidate-independent state is computed
+    once per run and gathered back: exact, and about feed-size times fewer encoder FLOPs.
+
+    >>> b = {"user": torch.tensor([7, 7, 8, 7]), "product_len": torch.zeros(4), "channel_len": torch.zeros(4),
+    ...      "product_seq": torch.zeros(4, 2, 3), "channel_seq": torch.zeros(4, 2, 3)}
+    >>> [t.tolist() for t in distinct_user_rows(b)]
+    [[0, 2, 3], [0, 0, 1, 2]]
+    """
+    same = batch["user"][1:] == batch["user"][:-1]
+    for k in USER_KEYS[1:]:
+        same &= (batch[k][1:] == batch[k][:-1]).reshape(len(same), -1).all(dim=1)
+    starts = torch.cat([same.new_ones(1), ~same])
+    return starts.nonzero().squeeze(1), starts.cumsum(0) - 1
+
+
 def sequence_mask(lengths: Tensor, seq_len: int) -> Tensor:
     """(B,) lengths -> (B, L) bool, True on the real events of a left-padded sequence.
 
@@ -172,10 +192,15 @@ class RankingModel(nn.Module, abc.ABC):
         check_batch(batch)
         x = self.embed_context(batch)
         B = x.target.shape[0]
-        src = {k: batch[k][:1] for k in USER_KEYS} if share_user else batch
-        state = self.user_state(self.embed_sequences(src))
-        if share_user:
+        if share_user:  # one request: row 0's state broadcast without a copy
+            state = self.user_state(self.embed_sequences({k: batch[k][:1] for k in USER_KEYS}))
             state = {k: v.expand(B, *v.shape[1:]) for k, v in state.items()}
+        else:  # runs of identical user-state rows (whole feeds) share one computation
+            first, run_of = distinct_user_rows(batch)
+            src = batch if len(first) == B else {k: batch[k][first] for k in USER_KEYS}
+            state = self.user_state(self.embed_sequences(src))
+            if len(first) < B:
+                state = {k: v.index_select(0, run_of) for k, v in state.items()}
         feats, regs, reg = self.encode(x, state, with_reg)
         intra = torch.cat([*feats, x.dynamic], dim=-1)  # intra-channel embedding (+ e_d)
         watch = self.tower(torch.cat([intra, x.position], dim=-1)).squeeze(-1)

@@ -117,7 +117,7 @@ class Objective(nn.Module):
 class SkipBatches(Sampler[list[int]]):
     """A batch sampler that leaves out its first ``skip`` batches (resume mid-epoch without reading them)."""
 
-    def __init__(self, batches: BatchSampler, skip: int = 0) -> None:
+    def __init__(self, batches: Sampler[list[int]], skip: int = 0) -> None:
         self.batches = batches
         self.skip = skip
 
@@ -164,16 +164,64 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def train_loader(ds: ArrayDataset, settings: Settings, ctx: DistContext, epoch: int, skip: int) -> DataLoader:
-    """Batches of one epoch for this rank: DistributedSampler (set_epoch) -> BatchSampler -> batched reads.
+def feed_starts(ds: ArrayDataset) -> np.ndarray:
+    """Row offsets where a feed starts (and ``len(ds)`` last): a new user, or a position that does not rise.
 
+    The feature stage writes a request's impressions together, in position order.
+
+    >>> feed_starts(ArrayDataset({"user": np.array([5, 5, 5, 6, 6, 6]), "position": np.array([1, 2, 1, 1, 2, 3])}))
+    array([0, 2, 3, 6])
+    """
+    users, pos = ds.column("user"), ds.column("position")
+    new = np.ones(len(users), dtype=bool)
+    new[1:] = (users[1:] != users[:-1]) | (pos[1:] <= pos[:-1])
+    return np.append(np.flatnonzero(new), len(users))
+
+
+class FeedBatchSampler(Sampler[list[int]]):
+    """Batches of whole feeds: the feeds are shuffled each epoch (seeded by ``seed`` and ``epoch``), dealt
+    to the ranks in turn, and each rank's rows cut into batches of ``batch_size``.
+
+    A batch then holds about ``batch_size / feed size`` distinct user states, which the models compute
+    once each (``eliverec.models.base.distinct_user_rows``). Every rank gets the same number of batches
+    (the smallest rank's), so DDP never waits on a rank that ran out; a last partial batch is dropped
+    when a rank has at least two full ones (as the row sampler does).
+    """
+
+    def __init__(self, starts: np.ndarray, batch_size: int, rank: int, world_size: int, seed: int, epoch: int):
+        order = np.random.default_rng([seed, epoch]).permutation(len(starts) - 1)
+        lens = np.diff(starts)
+        counts = [int(lens[order[r::world_size]].sum()) for r in range(world_size)]
+        full = [c // batch_size if c >= 2 * batch_size else -(-c // batch_size) for c in counts]
+        mine = order[rank::world_size]
+        mlen = lens[mine]
+        rows = np.repeat(starts[mine] - (np.cumsum(mlen) - mlen), mlen) + np.arange(int(mlen.sum()))
+        self.batches = [rows[i * batch_size:(i + 1) * batch_size].tolist() for i in range(min(full))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def train_loader(ds: ArrayDataset, settings: Settings, ctx: DistContext, epoch: int, skip: int,
+                 starts: np.ndarray | None = None) -> DataLoader:
+    """Batches of one epoch for this rank -> batched reads.
+
+    With ``starts`` (:func:`feed_starts`, ``train.feed_batches``): whole feeds per batch
+    (:class:`FeedBatchSampler`); without: DistributedSampler (set_epoch) -> BatchSampler over rows.
     The loader gets its own generator, so creating it never draws from the global torch RNG (a
     resumed run creates it at a different point than an uninterrupted one).
     """
-    sampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=settings.seed)
-    sampler.set_epoch(epoch)
     bs = settings.train.batch_size
-    batches = BatchSampler(sampler, batch_size=bs, drop_last=len(sampler) >= 2 * bs)
+    if starts is not None:
+        batches: Sampler[list[int]] = FeedBatchSampler(starts, bs, ctx.rank, ctx.world_size, settings.seed, epoch)
+    else:
+        sampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                     seed=settings.seed)
+        sampler.set_epoch(epoch)
+        batches = BatchSampler(sampler, batch_size=bs, drop_last=len(sampler) >= 2 * bs)
     return DataLoader(
         ds,
         sampler=SkipBatches(batches, skip),
@@ -230,6 +278,7 @@ class _Run:
         dense = [p for p in self.objective.parameters() if id(p) not in table_ids]
         self.optimizer: SplitOptimizer = make_optimizer(settings, dense, tables)
         self.started = time.perf_counter()
+        self.feeds = feed_starts(data.train) if settings.train.feed_batches and len(data.train) else None
         fp16 = ctx.device.type == "cuda" and settings.train.amp and settings.train.amp_dtype == "fp16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         if ctx.distributed:
@@ -350,7 +399,7 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
     count, samples, data_time, t_window = 0, 0, 0.0, time.perf_counter()
     with Progress(disable=not ctx.is_main, transient=True) as bar:
         while st.epoch < cfg.epochs and not st.stopped_early and not run.out_of_budget():
-            loader = train_loader(run.data.train, run.settings, ctx, st.epoch, st.batch)
+            loader = train_loader(run.data.train, run.settings, ctx, st.epoch, st.batch, run.feeds)
             task = bar.add_task(f"epoch {st.epoch + 1}/{cfg.epochs}", total=len(loader) + st.batch,
                                 completed=st.batch)
             t_fetch = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -105,3 +106,20 @@ def test_stop_reasons_for_epochs_and_early_stopping(tmp_path: Path) -> None:
                          "train.min_delta=1.0", "train.epochs=3")
     res = train(s, end_date=dates[-1], run_name="early", **TOY)
     assert res.stop_reason == "early_stopping" and stop_reason(res.metrics) == "early_stopping"
+
+
+def test_feed_batches_keep_feeds_whole_cover_each_row_once_and_agree_across_ranks() -> None:
+    from eliverec.training.trainer import FeedBatchSampler
+
+    lens = np.random.default_rng(0).integers(1, 9, size=300)
+    starts = np.append(0, np.cumsum(lens))
+    one = FeedBatchSampler(starts, 64, 0, 1, seed=1, epoch=0)
+    rows = np.concatenate(one.batches)
+    assert len(rows) == len(set(rows.tolist())) and len(rows) >= starts[-1] - 64  # at most the last partial batch
+    feed_of = np.repeat(np.arange(len(lens)), lens)
+    runs = np.flatnonzero(np.diff(feed_of[rows])) + 1  # a feed is contiguous: one run per feed seen
+    assert len(runs) + 1 == len(np.unique(feed_of[rows]))
+    assert [b[:3] for b in FeedBatchSampler(starts, 64, 0, 1, seed=1, epoch=1).batches] != [b[:3] for b in one.batches]
+    ranks = [FeedBatchSampler(starts, 64, r, 2, seed=1, epoch=0) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) > 0
+    assert not set(np.concatenate(ranks[0].batches)) & set(np.concatenate(ranks[1].batches))
