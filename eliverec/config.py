@@ -169,6 +169,7 @@ class ModelConfig(Section):
     eta_topk: int = Field(ge=1)  # ETA: behaviours kept by SimHash retrieval
     eta_hash_bits: int = Field(ge=1, le=1024)
     serve_position: int = Field(ge=0)  # feed position used at serving (trained with the real one)
+    position_bias: Literal["input", "additive", "pal"] = "input"  # how the position enters (models/base.py)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -5,6 +5,15 @@
 and writes ``<data_dir>/reports/evaluation/<date>/<name>.json`` and ``.md``: the metrics of
 :mod:`eliverec.evaluation.metrics` overall and per segment, and the reliability table. Segments use
 the impression counts of the ``features.train_days`` days before ``date`` (those present).
+
+Every impression is scored twice (:func:`score_day`): at the model's serving position (its stored
+``model.serve_position``, what serving does) and at its logged feed position. The logged position
+carries the logging policy's ranking (the policy put the channels it liked best on top), so scores
+that read it are partly credited for the policy's own ranking, which serving never sees. The
+primary keys (``auc``, ``gauc``, ``prec@10``, ``ndcg@10``, ``segment/<s>/...``) are therefore the
+serving-position metrics, the ones the gate (:mod:`eliverec.evaluation.gate`) and the paper tables
+use; ``logged_pos/<metric>`` reports the same metrics at the logged position. Calibration and the
+reliability table read the logged-position scores, the positions the labels were observed at.
 """
 
 from __future__ import annotations
@@ -20,7 +29,13 @@ import pandas as pd
 
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
-from eliverec.evaluation.metrics import compute_metrics, reliability_table, segment_metrics
+from eliverec.evaluation.metrics import (
+    LOGGED_PREFIX,
+    LOGGED_WATCH,
+    compute_metrics,
+    reliability_table,
+    segment_metrics,
+)
 from eliverec.features.batch import LABELS
 from eliverec.training.data import ArrayDataset, day_dir, features_root, load_days, previous_days
 
@@ -60,12 +75,40 @@ def score(model: Any, ds: ArrayDataset) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def scored_frame(ds: ArrayDataset, preds: pd.DataFrame) -> pd.DataFrame:
-    """Ids, labels and ``pred_<label>`` columns, as :func:`compute_metrics` reads them."""
+def at_position(ds: ArrayDataset, position: int) -> ArrayDataset:
+    """``ds`` with every row's feed position replaced by ``position`` (as serving scores; other columns shared)."""
+    parts = [{**part, "position": np.full_like(np.asarray(part["position"]), position)} for part in ds.parts]
+    return ArrayDataset(parts, ds.index)
+
+
+def serve_position(settings: Settings, model: Any) -> int:
+    """The position ``model`` is served at: its stored ``model.serve_position`` (else the current settings')."""
+    try:
+        return int(model.unwrap_python_model().model.cfg.serve_position)
+    except AttributeError:  # not an eLiveRec pyfunc wrapper (a stand-in model)
+        return int(settings.model.serve_position)
+
+
+def score_day(settings: Settings, model: Any, ds: ArrayDataset) -> tuple[pd.DataFrame, bool]:
+    """The scored frame of ``ds`` (serving position; the logged-position watch beside) and whether all is finite."""
+    serving = score(model, at_position(ds, serve_position(settings, model)))
+    logged = score(model, ds)
+    finite = all(bool(np.isfinite(p[list(LABELS)].to_numpy(dtype=np.float64)).all()) for p in (serving, logged))
+    return scored_frame(ds, serving, logged), finite
+
+
+def scored_frame(ds: ArrayDataset, preds: pd.DataFrame, logged: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Ids, labels and ``pred_<label>`` columns, as :func:`compute_metrics` reads them.
+
+    ``preds`` are the scores the metrics read (the serving position in evaluation and the gate);
+    ``logged`` (optional) the scores at the logged position, whose watch column becomes ``pred_watch_logged``.
+    """
     frame = pd.DataFrame({"user": ds.column("user"), "channel": ds.column("channel")[:, 0]})
     for label in LABELS:
         frame[label] = ds.column(label)
         frame[f"pred_{label}"] = preds[label].to_numpy()
+    if logged is not None:
+        frame[LOGGED_WATCH] = logged["watch"].to_numpy()
     return frame
 
 
@@ -88,13 +131,14 @@ def evaluate(settings: Settings, model_uri: str, date: str, name: str | None = N
     if len(test) == 0:
         raise EliverecError(f"{folder}: the test day has no samples")
     model = load_model(settings, model_uri)
-    frame = scored_frame(test, score(model, test))
+    frame, _ = score_day(settings, model, test)
     cfg = settings.evaluation
     users, channels = trailing_counts(settings, date)
     metrics = compute_metrics(frame, cfg.k, cfg.calibration_bins)
     metrics.update(segment_metrics(frame, users, channels, cfg.k, cfg.calibration_bins))
-    table = reliability_table(frame["watch"].to_numpy(), frame["pred_watch"].to_numpy(), cfg.calibration_bins)
+    table = reliability_table(frame["watch"].to_numpy(), frame[LOGGED_WATCH].to_numpy(), cfg.calibration_bins)
     report = {"model_uri": model_uri, "date": date, "rows": len(frame), "k": cfg.k,
+              "serve_position": serve_position(settings, model),
               "metrics": {k: _clean(v) for k, v in metrics.items()},
               "reliability": [{k: _clean(v) for k, v in row.items()} for row in table.to_dict("records")]}
     out = Path(settings.data_dir) / "reports" / "evaluation" / date
@@ -121,18 +165,25 @@ def _fmt(v: Any) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The report as a short markdown page: headline metrics, segments, reliability table."""
     m, k = report["metrics"], report["k"]
-    head = ["auc", "gauc", f"prec@{k}", f"ndcg@{k}", "stay_time/rmse", "goods_bag/auc", "product_click/auc",
-            "calibration/mean_pred", "calibration/observed", "calibration/ece"]
+    ranking = ["auc", "gauc", f"prec@{k}", f"ndcg@{k}"]
+    other = ["stay_time/rmse", "goods_bag/auc", "product_click/auc", "calibration/mean_pred", "calibration/observed",
+             "calibration/ece"]
+    pos = report.get("serve_position")
     lines = [f"# Offline evaluation: `{report['model_uri']}` on {report['date']}", "",
-             f"{report['rows']} test impressions, {int(m.get('users') or 0)} users.", "",
-             "| metric | value |", "| --- | --- |", *[f"| {h} | {_fmt(m.get(h))} |" for h in head], "",
-             "## Segments", "", "| segment | rows | auc | gauc | prec@k | ndcg@k | calibration ratio |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             f"{report['rows']} test impressions, {int(m.get('users') or 0)} users. Ranking metrics at the serving "
+             f"position ({'n/a' if pos is None else pos}; the primary ones, gated) and at the logged feed position "
+             "(`logged_pos/`, reported); calibration at the logged position.", "",
+             "| metric | serving position | logged position |", "| --- | --- | --- |",
+             *[f"| {h} | {_fmt(m.get(h))} | {_fmt(m.get(LOGGED_PREFIX + h))} |" for h in ranking],
+             *[f"| {h} | {_fmt(m.get(h))} | |" for h in other], "",
+             "## Segments", "", "| segment | rows | auc | gauc | prec@k | ndcg@k | auc (logged pos.) | "
+             "calibration ratio |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for seg in ("low_activity", "high_activity", "unpopular", "popular"):
         g = lambda key, s=seg: m.get(f"segment/{s}/{key}")  # noqa: E731
         lines.append(f"| {seg} | {_fmt(g('rows'))} | {_fmt(g('auc'))} | {_fmt(g('gauc'))} | {_fmt(g(f'prec@{k}'))} "
-                     f"| {_fmt(g(f'ndcg@{k}'))} | {_fmt(g('calibration/ratio'))} |")
-    lines += ["", "## Reliability (watch)", "", "| bin | count | mean predicted | observed |",
+                     f"| {_fmt(g(f'ndcg@{k}'))} | {_fmt(m.get(f'{LOGGED_PREFIX}segment/{seg}/auc'))} "
+                     f"| {_fmt(g('calibration/ratio'))} |")
+    lines += ["", "## Reliability (watch, logged position)", "", "| bin | count | mean predicted | observed |",
               "| --- | --- | --- | --- |"]
     lines += [f"| {r['lo']:.1f}-{r['hi']:.1f} | {r['count']} | {_fmt(r['mean_pred'])} | {_fmt(r['observed'])} |"
               for r in report["reliability"]]

@@ -15,6 +15,13 @@ same held-out day in one run and applies these checks (thresholds in ``params.ya
 - ``latency``: p99 time to score one request of ``latency_candidates`` candidates (the pyfunc
   model, one user, in process) within ``latency_budget_ms``.
 
+Every model is scored at its serving position (``model.serve_position``, what users will get), and
+the primary, segment and bootstrap checks read those scores: the logged feed position carries the
+logging policy's own ranking, which serving never sees (a model that leans on it looks better
+offline than it ranks online). The logged-position metrics (``logged_pos/...``) and calibration
+(which needs the positions the labels were observed at) come from a second pass and are reported;
+see :mod:`eliverec.evaluation.metrics`.
+
 With no champion yet (bootstrapping) the comparative checks are skipped and say so. The verdict
 and every number are written to ``<data_dir>/reports/gate/<date>/<name>.json`` and ``.md`` and
 logged to the candidate's MLflow run; with a registry version, the verdict is tagged on it and a
@@ -34,7 +41,14 @@ import numpy as np
 import pandas as pd
 
 from eliverec.config import Settings
-from eliverec.evaluation.metrics import compute_metrics, per_user_auc, segment_metrics
+from eliverec.evaluation.metrics import (
+    LOGGED_PREFIX,
+    auc,
+    compute_metrics,
+    per_user_auc,
+    segment_metrics,
+    weighted_auc,
+)
 from eliverec.features.batch import LABELS
 
 GUARDED_SEGMENTS: tuple[str, ...] = ("low_activity", "unpopular")
@@ -52,12 +66,57 @@ class Check:
     detail: str = ""
 
 
+def user_draws(users: np.ndarray, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row user codes (N,) and ``samples`` bootstrap resamplings of the users, as counts per user (S, U).
+
+    Reusing one ``(codes, draws)`` for several models makes their replicates paired.
+    """
+    codes, uniq = pd.factorize(np.asarray(users))
+    rng = np.random.default_rng(seed)
+    return codes, rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=samples)
+
+
+def replicates(codes: np.ndarray, draws: np.ndarray, labels: np.ndarray,
+               scores: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+    """One model's AUC and gAUC on the day and under every resampling of :func:`user_draws`.
+
+    Returns ``{"auc": (value, (S,) replicates), "gauc": (value, (S,) replicates)}``; a replicate is
+    NaN when it lacks a class (AUC) or every user with both classes (gAUC).
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    out = {"auc": (auc(y, s), weighted_auc(y, s, draws, columns=codes))}
+    per_user = per_user_auc(codes, y, s)  # users with both classes: the same for any score on these labels
+    if per_user.empty:
+        return {**out, "gauc": (float("nan"), np.full(len(draws), np.nan))}
+    w = draws[:, per_user.index.to_numpy()] * per_user["n"].to_numpy()  # (S, users with both classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = (w @ per_user["auc"].to_numpy()) / w.sum(axis=1)
+    return {**out, "gauc": (float(np.average(per_user["auc"], weights=per_user["n"])), reps)}
+
+
+def percentile_interval(diffs: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` percentile interval of the finite replicates (NaN, NaN when none).
+
+    >>> percentile_interval(np.arange(101.0), 0.5)
+    (25.0, 75.0)
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return float("nan"), float("nan")
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(d, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
 def paired_bootstrap(
     users: np.ndarray, labels: np.ndarray, cand: np.ndarray, champ: np.ndarray,
     samples: int, confidence: float, seed: int,
 ) -> dict[str, tuple[float, float, float]]:
     """Bootstrap over users of the AUC and gAUC differences (candidate - champion).
 
+    Users are resampled with replacement, the same draws for both models (:func:`user_draws`).
     Returns ``{"auc": (diff, lo, hi), "gauc": (diff, lo, hi)}`` with a percentile interval.
 
     >>> rng = np.random.default_rng(0)
@@ -66,39 +125,12 @@ def paired_bootstrap(
     >>> r["auc"][1] > 0.2 and r["gauc"][1] > 0.2
     True
     """
-    from sklearn.metrics import roc_auc_score
-
-    codes, uniq = pd.factorize(np.asarray(users))
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=samples)  # (S, U)
-    y = np.asarray(labels, dtype=np.float64)
-    auc_diffs = np.array([
-        roc_auc_score(y, cand, sample_weight=w[codes]) - roc_auc_score(y, champ, sample_weight=w[codes])
-        if np.ptp(y[w[codes] > 0]) > 0 else np.nan
-        for w in draws
-    ])
-    gauc_point, gauc_diffs = _gauc_diffs(per_user_auc(codes, y, cand), per_user_auc(codes, y, champ), draws)
-    point = {"auc": roc_auc_score(y, cand) - roc_auc_score(y, champ), "gauc": gauc_point}
-    alpha = (1.0 - confidence) / 2.0
+    codes, draws = user_draws(users, samples, seed)
+    a, b = replicates(codes, draws, labels, cand), replicates(codes, draws, labels, champ)
     out = {}
-    for key, diffs in (("auc", auc_diffs), ("gauc", gauc_diffs)):
-        d = diffs[np.isfinite(diffs)]
-        lo, hi = (np.quantile(d, [alpha, 1.0 - alpha]) if d.size else (np.nan, np.nan))
-        out[key] = (float(point[key]), float(lo), float(hi))
+    for key in ("auc", "gauc"):
+        out[key] = (float(a[key][0] - b[key][0]), *percentile_interval(a[key][1] - b[key][1], confidence))
     return out
-
-
-def _gauc_diffs(a: pd.DataFrame, b: pd.DataFrame, draws: np.ndarray) -> tuple[float, np.ndarray]:
-    """gAUC difference and its bootstrap replicates from both models' per-user AUCs.
-
-    ``a`` and ``b`` come from :func:`per_user_auc` on the same labels, so they hold the same users.
-    """
-    if a.empty:
-        return float("nan"), np.full(len(draws), np.nan)
-    point = float(np.average(a["auc"], weights=a["n"]) - np.average(b["auc"], weights=b["n"]))
-    w = draws[:, a.index.to_numpy()] * a["n"].to_numpy()  # (S, users with both classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return point, (w @ a["auc"].to_numpy() - w @ b["auc"].to_numpy()) / w.sum(axis=1)
 
 
 def _num(v: Any) -> float | None:
@@ -194,7 +226,7 @@ def gate(
 ) -> GateResult:
     """Evaluate candidate vs champion on ``date``; write and log the verdict (see module docstring)."""
     from eliverec import registry
-    from eliverec.evaluation.evaluate import load_model, score, scored_frame, trailing_counts
+    from eliverec.evaluation.evaluate import load_model, score_day, trailing_counts
     from eliverec.training.data import load_days
 
     if champion_uri is None and registry.alias_version(settings, registry.CHAMPION) is not None:
@@ -202,15 +234,13 @@ def gate(
     test = load_days(settings.data_dir, [date])
     users, channels = trailing_counts(settings, date)
     cand_model = load_model(settings, candidate_uri)
-    cand_preds = score(cand_model, test)
-    cand_frame = scored_frame(test, cand_preds)
-    finite = bool(np.isfinite(cand_preds[list(LABELS)].to_numpy(dtype=np.float64)).all())
+    cand_frame, finite = score_day(settings, cand_model, test)  # serving position, logged one beside
     sample = test[np.arange(min(len(test), settings.gate.latency_candidates))]
     latency = request_latency_ms(cand_model, {k: v.numpy() for k, v in sample.items() if k not in (*LABELS, "ts")},
                                  settings.gate.latency_candidates)
     champ_frame = None
     if champion_uri is not None:
-        champ_frame = scored_frame(test, score(load_model(settings, champion_uri), test))
+        champ_frame, _ = score_day(settings, load_model(settings, champion_uri), test)
     checks, cand, champ = decide(cand_frame, champ_frame, users, channels, finite, latency, settings)
     result = GateResult(all(c.passed for c in checks), candidate_uri, champion_uri, date, checks, cand, champ, {})
     result.paths = _write(settings, result, version)
@@ -266,6 +296,12 @@ def markdown(result: GateResult, version: str | None = None) -> str:
              "| check | passed | candidate | champion | threshold | detail |", "|---|---|---|---|---|---|"]
     lines += [f"| {c.name} | {'yes' if c.passed else '**NO**'} | {f(c.candidate)} | {f(c.champion)} | "
               f"{c.threshold} | {c.detail} |" for c in result.checks]
+    cand, champ = result.candidate_metrics, result.champion_metrics or {}
+    g = lambda m, key: f(_num(m.get(f"{LOGGED_PREFIX}{key}"))) or "n/a"  # noqa: E731
+    logged = [f"{key} {g(cand, key)}" + (f" vs {g(champ, key)}" if champ else "") for key in ("auc", "gauc")]
+    if _num(cand.get(f"{LOGGED_PREFIX}auc")) is not None:
+        lines += ["", "Checks read the scores at the serving position. At the logged feed position (reported, not "
+                  f"gated; candidate{' vs champion' if champ else ''}): {', '.join(logged)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,15 @@ Definitions (the paper is brief; these are our exact choices):
   and popular vs unpopular channels (the test day's channels ranked by impressions in the training
   window: the upper half is popular); every metric above per segment, named
   ``segment/<segment>/<metric>``.
+- Feed position: the logged ``position`` carries the logging policy's own ranking (it put the
+  channels it scored highest on top), while serving scores every candidate at one fixed position
+  (``model.serve_position``). :mod:`eliverec.evaluation.evaluate` therefore scores the day twice:
+  ``pred_watch`` at the serving position and ``pred_watch_logged`` (optional column) at the logged
+  one. The ranking metrics (``auc``, ``gauc``, ``prec@K``, ``ndcg@K``) read ``pred_watch``; with the
+  logged column present they are also reported on it as ``logged_pos/<metric>`` (segments:
+  ``logged_pos/segment/<segment>/<metric>``), and the calibration metrics read it, because the labels
+  were observed at the logged positions (at the serving position the mean prediction is that of one
+  position for every impression, off by the position bias by construction).
 """
 
 from __future__ import annotations
@@ -39,6 +48,9 @@ import pandas as pd
 
 BINARY_TASKS: tuple[str, ...] = ("goods_bag", "product_click")
 SEGMENTS: tuple[str, ...] = ("low_activity", "high_activity", "unpopular", "popular")
+LOGGED_WATCH = "pred_watch_logged"  # optional column: the watch prediction at the logged feed position
+LOGGED_PREFIX = "logged_pos/"  # ranking metrics of LOGGED_WATCH
+WEIGHTED_AUC_CELLS = 4_000_000  # weight-matrix cells per chunk of weighted_auc (bounded memory)
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -53,6 +65,42 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     if len(labels) == 0 or labels.min() == labels.max():
         return float("nan")
     return float(roc_auc_score(labels, scores))
+
+
+def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray,
+                 columns: np.ndarray | None = None) -> np.ndarray:
+    """ROC AUC of ``scores`` under every row of ``weights`` at once: (S,), NaN where a class weighs 0.
+
+    ``weights`` is (S, N), or (S, M) with ``columns`` (N,) naming each row's weight column (bootstrap
+    counts per user and each impression's user: the (S, N) matrix is then built a chunk at a time).
+    Each value equals ``roc_auc_score(labels, scores, sample_weight=w)`` (tied scores count one
+    half): the rows are sorted once, then per distinct score the positive and negative weights are
+    summed and ``sum_g pos_g * (neg below g + neg_g / 2) / (pos * neg)`` is read off a cumulative sum.
+
+    >>> w = np.array([[1, 1, 1, 1], [0, 1, 2, 1]])
+    >>> weighted_auc(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.9, 0.8]), w).tolist()
+    [0.625, 0.25]
+    """
+    y = np.asarray(labels) > 0
+    s = np.asarray(scores, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights))
+    cols = np.arange(s.size) if columns is None else np.asarray(columns)
+    if s.size == 0:
+        return np.full(len(w), np.nan)
+    order = np.argsort(s, kind="stable")
+    s_sorted, y_sorted, cols_sorted = s[order], y[order], cols[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # first row of each distinct score
+    out = np.empty(len(w))
+    step = max(1, WEIGHTED_AUC_CELLS // s.size)
+    for lo in range(0, len(w), step):
+        ws = w[lo : lo + step][:, cols_sorted].astype(np.float64)  # (s, N) in score order
+        pos = np.add.reduceat(np.where(y_sorted, ws, 0.0), starts, axis=1)  # (s, distinct scores)
+        neg = np.add.reduceat(np.where(y_sorted, 0.0, ws), starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each distinct score
+        den = pos.sum(axis=1) * neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[lo : lo + step] = np.where(den > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / den, np.nan)
+    return out
 
 
 def per_user_auc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
@@ -160,18 +208,30 @@ def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict[s
             "ratio": mean_pred / observed if observed > 0 else float("nan"), "ece": ece}
 
 
+def ranking_metrics(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> dict[str, float]:
+    """The primary ranking metrics of one score: ``auc``, ``gauc``, ``prec@K``, ``ndcg@K``.
+
+    >>> ranking_metrics(np.array([1, 1, 2, 2]), np.array([0, 1, 1, 0]), np.array([.1, .9, .8, .2]), k=1)
+    {'auc': 1.0, 'gauc': 1.0, 'prec@1': 1.0, 'ndcg@1': 1.0}
+    """
+    prec, ndcg = topk_metrics(users, labels, scores, k)
+    return {"auc": auc(labels, scores), "gauc": gauc(users, labels, scores), f"prec@{k}": prec, f"ndcg@{k}": ndcg}
+
+
 def compute_metrics(frame: pd.DataFrame, k: int = 10, bins: int = 10) -> dict[str, float]:
     """Every metric of the module docstring on one frame of scored impressions."""
     users = frame["user"].to_numpy()
     watch = frame["watch"].to_numpy()
     p_watch = frame["pred_watch"].to_numpy()
+    logged = frame[LOGGED_WATCH].to_numpy() if LOGGED_WATCH in frame else None
     watched = watch > 0
-    prec, ndcg = topk_metrics(users, watch, p_watch, k)
     out: dict[str, float] = {
         "rows": float(len(frame)), "users": float(frame["user"].nunique()), "watch_rate": float(np.mean(watch))
         if len(frame) else float("nan"),
-        "auc": auc(watch, p_watch), "gauc": gauc(users, watch, p_watch), f"prec@{k}": prec, f"ndcg@{k}": ndcg,
+        **ranking_metrics(users, watch, p_watch, k),
     }
+    if logged is not None:
+        out.update({f"{LOGGED_PREFIX}{key}": v for key, v in ranking_metrics(users, watch, logged, k).items()})
     if "pred_stay_time" in frame:
         stay, p_stay = frame["stay_time"].to_numpy(), frame["pred_stay_time"].to_numpy()
         out["stay_time/rmse"] = rmse(stay[watched], p_stay[watched])
@@ -181,7 +241,8 @@ def compute_metrics(frame: pd.DataFrame, k: int = 10, bins: int = 10) -> dict[st
             y, p = frame[task].to_numpy(), frame[f"pred_{task}"].to_numpy()
             out[f"{task}/auc"] = auc(y[watched], p[watched])
             out[f"{task}/auc_all"] = auc(y, p)
-    out.update({f"calibration/{k_}": v for k_, v in calibration(watch, p_watch, bins).items()})
+    p_observed = p_watch if logged is None else logged  # where the labels were observed (module docstring)
+    out.update({f"calibration/{k_}": v for k_, v in calibration(watch, p_observed, bins).items()})
     return out
 
 
@@ -214,5 +275,8 @@ def segment_metrics(frame: pd.DataFrame, user_counts: Mapping[object, int] | pd.
     out: dict[str, float] = {}
     for name, mask in segment_masks(frame, user_counts, channel_counts).items():
         for key, value in compute_metrics(frame.loc[mask], k, bins).items():
-            out[f"segment/{name}/{key}"] = value
+            if key.startswith(LOGGED_PREFIX):
+                out[f"{LOGGED_PREFIX}segment/{name}/{key.removeprefix(LOGGED_PREFIX)}"] = value
+            else:
+                out[f"segment/{name}/{key}"] = value
     return out

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eliverec.config import ConfigError, ModelConfig
@@ -87,6 +88,25 @@ def distinct_user_rows(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
     return starts.nonzero().squeeze(1), starts.cumsum(0) - 1
 
 
+def position_bias(mode: str, relevance: Tensor, exam: Tensor) -> Tensor:
+    """The watch logit from a relevance logit and a per-position logit (``model.position_bias``).
+
+    ``additive``: ``r + b_k`` (a shallow position tower added to the logit). ``pal``: the examination
+    hypothesis of click models, ``p(watch) = sigmoid(b_k) * sigmoid(r)`` (PAL, Guo et al., RecSys 2019),
+    returned as the logit ``log p - log(1 - p)`` so the loss and the sigmoid downstream stay the same.
+    Either way the position only shifts or scales a candidate's score by the same amount for every
+    candidate at that position, so at the fixed serving position the ranking is by relevance alone.
+
+    >>> r, b = torch.tensor([0.0, 2.0]), torch.tensor([0.0, 0.0])
+    >>> [round(v, 3) for v in torch.sigmoid(position_bias("pal", r, b)).tolist()]  # 0.5 * sigmoid(r)
+    [0.25, 0.44]
+    """
+    if mode == "additive":
+        return relevance + exam
+    log_p = (F.logsigmoid(relevance) + F.logsigmoid(exam)).clamp(max=-1e-6)
+    return log_p - torch.log(-torch.expm1(log_p))
+
+
 def sequence_mask(lengths: Tensor, seq_len: int) -> Tensor:
     """(B,) lengths -> (B, L) bool, True on the real events of a left-padded sequence.
 
@@ -125,7 +145,9 @@ class RankingModel(nn.Module, abc.ABC):
         if cfg.serve_position >= int(vocab["position"]):
             raise ConfigError(f"model.serve_position={cfg.serve_position} must be < features.vocab.position")
         self.cfg, self.seq_len, d = cfg, seq_len, cfg.dim
-        self.bank = EmbeddingBank({k: int(vocab[k]) for k in VOCAB_KEYS}, d, cfg.emb_std)
+        self.positions = int(vocab["position"])
+        tables = [k for k in VOCAB_KEYS if k != "position" or cfg.position_bias == "input"]
+        self.bank = EmbeddingBank({k: int(vocab[k]) for k in tables}, d, cfg.emb_std)
         self.dense = nn.Linear(DYNAMIC_DENSE, d)
         self.domains = ("live", "product") if self.dual else ("live",)
 
@@ -134,7 +156,11 @@ class RankingModel(nn.Module, abc.ABC):
         """Create the watch tower and the auxiliary heads once the feature widths are known."""
         d = self.cfg.dim
         self.dims = [*feature_dims, 2 * d]  # + dynamic context e_d
-        self.tower = MLP(sum(self.dims) + d, self.cfg.mlp, out=1, dropout=self.cfg.dropout)  # eq. 11
+        pos_in = d if self.cfg.position_bias == "input" else 0
+        self.tower = MLP(sum(self.dims) + pos_in, self.cfg.mlp, out=1, dropout=self.cfg.dropout)  # eq. 11
+        if self.cfg.position_bias != "input":  # one scalar per feed position (a shallow position tower)
+            self.position_logit = nn.Embedding(self.positions, 1)
+            nn.init.zeros_(self.position_logit.weight)
         self.heads = AuxHeads(self.inter_dim(), self.cfg) if self.cfg.mtl != "single" else None
 
     def inter_dim(self) -> int:
@@ -170,8 +196,8 @@ class RankingModel(nn.Module, abc.ABC):
         )  # e_c, (B, 8d)
         cats = b.field(batch["dynamic_cats"], "category")  # (B, K, d)
         dyn = torch.cat([self.dense(batch["dynamic"].float()), masked_mean(cats, batch["dynamic_cats"] > 0)], -1)
-        return Context(static, b.item(batch["channel"], CHANNEL_FIELDS), b.field(batch["position"], "position"),
-                       dyn, batch["user"])
+        pos = b.field(batch["position"], "position") if self.cfg.position_bias == "input" else dyn[:, :0]
+        return Context(static, b.item(batch["channel"], CHANNEL_FIELDS), pos, dyn, batch["user"])
 
     def embed_sequences(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         out = {"user": self.bank.field(batch["user"], "user")}
@@ -203,10 +229,15 @@ class RankingModel(nn.Module, abc.ABC):
                 state = {k: v.index_select(0, run_of) for k, v in state.items()}
         feats, regs, reg = self.encode(x, state, with_reg)
         intra = torch.cat([*feats, x.dynamic], dim=-1)  # intra-channel embedding (+ e_d)
-        watch = self.tower(torch.cat([intra, x.position], dim=-1)).squeeze(-1)
+        if self.cfg.position_bias == "input":
+            watch = self.tower(torch.cat([intra, x.position], dim=-1)).squeeze(-1)
+        else:
+            watch = self.tower(intra).squeeze(-1)
         extra = self.extra_logit(batch)
         if extra is not None:
             watch = watch + extra
+        if self.cfg.position_bias != "input":
+            watch = position_bias(self.cfg.position_bias, watch, self.position_logit(batch["position"]).squeeze(-1))
         zero = watch.new_zeros(B)
         out: dict[str, Tensor] = {"watch": watch, "shared": intra, **{t: zero for t in AUX_TASKS}}
         if self.heads is not None:

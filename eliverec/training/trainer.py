@@ -252,16 +252,25 @@ def predict(model: nn.Module, ds: ArrayDataset, batch_size: int, device: torch.d
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def validation_auc(model: nn.Module, ds: ArrayDataset, batch_size: int, device: torch.device) -> float:
-    """Watch AUC on the validation tail (NaN when it is empty or has one class)."""
+def validation_auc(model: nn.Module, ds: ArrayDataset, batch_size: int, device: torch.device,
+                   position: int | None = None) -> float:
+    """Watch AUC on the validation tail (NaN when it is empty or has one class).
+
+    With ``position`` every row is scored at that feed position (the serving position), as the
+    evaluation and the gate score: early stopping then keeps the weights that rank best as served,
+    not the ones that best reproduce the logging policy's order through the logged position.
+    """
     from sklearn.metrics import roc_auc_score
+
+    from eliverec.evaluation.evaluate import at_position
 
     if len(ds) == 0:
         return math.nan
     labels = ds.column("watch")
     if labels.min() == labels.max():
         return math.nan
-    return float(roc_auc_score(labels, predict(model, ds, batch_size, device)["watch"]))
+    scored = ds if position is None else at_position(ds, position)
+    return float(roc_auc_score(labels, predict(model, scored, batch_size, device)["watch"]))
 
 
 # --------------------------------------------------------------------------- the run
@@ -343,7 +352,7 @@ class _Run:
         """Validation watch AUC; updates early stopping; True when training should stop."""
         cfg = self.settings.train
         auc = validation_auc(self.objective.model, self.data.val, self.settings.evaluation.batch_size,
-                             self.ctx.device)
+                             self.ctx.device, self.settings.model.serve_position)
         st = self.state
         st.history.append({"step": float(st.step), "val/auc": auc})
         if math.isnan(auc):
@@ -460,8 +469,12 @@ def _final_metrics(run: _Run) -> dict[str, float]:
            "best_step": float(st.best_step), "train_seconds": float(st.seconds),
            **{f"stop/{r}": float(r == st.stop_reason) for r in STOP_REASONS}}
     if len(run.data.val) > 0:
-        preds = predict(run.objective.model, run.data.val, run.settings.evaluation.batch_size, run.ctx.device)
-        frame = scored_frame(run.data.val, pd.DataFrame(preds))
+        from eliverec.evaluation.evaluate import at_position
+
+        bs, dev, val = run.settings.evaluation.batch_size, run.ctx.device, run.data.val
+        served = predict(run.objective.model, at_position(val, run.settings.model.serve_position), bs, dev)
+        logged = predict(run.objective.model, val, bs, dev)
+        frame = scored_frame(val, pd.DataFrame(served), pd.DataFrame(logged))
         out.update({f"val/{k}": v for k, v in compute_metrics(frame, k=run.settings.evaluation.k,
                                                               bins=run.settings.evaluation.calibration_bins).items()
                     if isinstance(v, float)})

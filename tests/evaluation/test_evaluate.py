@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from eliverec.errors import DataError, EliverecError
-from eliverec.evaluation.evaluate import evaluate, load_model, score, scored_frame
+from eliverec.evaluation.evaluate import at_position, evaluate, load_model, score, scored_frame
 from eliverec.training.data import load_days
 from eliverec.training.trainer import train
 from tests.training.toy import BUILDER, LOSS, toy_world
@@ -30,10 +30,18 @@ def test_report_written_with_metrics_segments_and_reliability(trained) -> None:
     m = rep["metrics"]
     test = load_days(s.data_dir, [dates[-1]])
     assert rep["rows"] == len(test) == m["rows"]
-    frame = scored_frame(test, score(load_model(s, res.model_uri), test))
-    assert m["auc"] == pytest.approx(roc_auc_score(frame["watch"], frame["pred_watch"]))
+    model = load_model(s, res.model_uri)
+    serving = score(model, at_position(test, s.model.serve_position))
+    logged = score(model, test)
+    assert rep["serve_position"] == s.model.serve_position
+    assert not serving["watch"].equals(logged["watch"])  # the toy model reads the position
+    frame = scored_frame(test, serving)
+    assert m["auc"] == pytest.approx(roc_auc_score(frame["watch"], frame["pred_watch"]))  # primary: serving
+    assert m["logged_pos/auc"] == pytest.approx(roc_auc_score(frame["watch"], logged["watch"]))
+    assert m["calibration/mean_pred"] == pytest.approx(logged["watch"].mean())  # labels' own positions
     for key in ("gauc", "prec@10", "ndcg@10", "stay_time/rmse", "goods_bag/auc", "calibration/ece",
-                "segment/low_activity/gauc", "segment/popular/auc", "segment/unpopular/ndcg@10"):
+                "segment/low_activity/gauc", "segment/popular/auc", "segment/unpopular/ndcg@10",
+                "logged_pos/gauc", "logged_pos/ndcg@10", "logged_pos/segment/low_activity/auc"):
         assert key in m, key
     assert m["segment/low_activity/rows"] + m["segment/high_activity/rows"] == rep["rows"]
     assert sum(r["count"] for r in rep["reliability"]) == rep["rows"]
@@ -41,7 +49,16 @@ def test_report_written_with_metrics_segments_and_reliability(trained) -> None:
     assert path == s.data_dir / "reports" / "evaluation" / dates[-1] / f"{res.run_id}-model.json"
     assert json.loads(path.read_text())["metrics"]["auc"] == m["auc"]
     md = Path(rep["paths"]["markdown"]).read_text()
-    assert "| auc |" in md and "low_activity" in md
+    assert "| auc |" in md and "low_activity" in md and "logged position" in md
+
+
+def test_at_position_replaces_only_the_position(trained) -> None:
+    s, dates, _ = trained
+    test = load_days(s.data_dir, [dates[-1]])
+    moved = at_position(test, 3)
+    assert len(moved) == len(test) and (moved.column("position") == 3).all()
+    assert (moved.column("user") == test.column("user")).all()
+    assert (test.column("position") != 3).any()  # the original is untouched
 
 
 def test_bad_uri_and_missing_day_are_clear_errors(trained) -> None:

@@ -73,6 +73,22 @@ def test_calibration_nan_and_latency_checks_fail_on_their_own(tiny_settings) -> 
     assert next(c for c in checks if c.name == "champion").detail.startswith("no champion")
 
 
+def test_the_gate_reads_the_serving_position_and_reports_the_logged_one(tiny_settings) -> None:
+    rng = np.random.default_rng(4)
+    frame = _frame(rng)
+    truth = 1 / (1 + np.exp(-(frame["interest"].to_numpy() * 2 - 2)))
+    champion = _scored(frame, truth + rng.normal(0, 0.1, len(frame)))
+    champion["pred_watch_logged"] = champion["pred_watch"]
+    # good only with the logged position (the policy's ranking); random at the serving position
+    candidate = _scored(frame, rng.random(len(frame)) * 0.3)
+    candidate["pred_watch_logged"] = truth
+    checks, cand, champ = decide(candidate, champion, *_trailing(frame), True, 1.0, tiny_settings)
+    failed = {c.name for c in checks if not c.passed}
+    assert {"primary/auc", "primary/gauc"} <= failed
+    assert cand["logged_pos/auc"] > champ["logged_pos/auc"]  # reported, not gated
+    assert cand["calibration/mean_pred"] == pytest.approx(truth.mean())  # calibration: logged position
+
+
 def test_bootstrap_interval_covers_a_real_difference() -> None:
     rng = np.random.default_rng(3)
     u = np.repeat(np.arange(300), 10)
@@ -99,6 +115,10 @@ def test_sabotaged_candidate_is_rejected_and_cannot_be_promoted(tmp_path: Path) 
     v1 = registry.register(s, champ.model_uri, {"model_name": "eta_dual"}, run_id=champ.run_id)
     first = gate(s, champ.model_uri, day, version=v1)
     assert first.passed and first.champion_uri is None
+    from eliverec.evaluation.evaluate import load_model, serve_position
+
+    moved = tiny(tmp_path / "main", "model.serve_position=0")  # the model's own stored position wins
+    assert serve_position(moved, load_model(s, champ.model_uri)) == s.model.serve_position == 1
     registry.bootstrap_champion(s, v1, "bootstrap")
 
     bad_root = shuffled_copy(s, tmp_path / "sabotage", info["train_days"])

@@ -116,3 +116,30 @@ def test_segments_split_users_and_channels_by_training_window_counts() -> None:
     low = f[f["user"] < 5]
     assert seg["segment/low_activity/gauc"] == pytest.approx(ref_gauc(low))
     assert seg["segment/unpopular/rows"] == (f["channel"] >= 3).sum()
+
+
+def test_weighted_auc_matches_sklearn_per_weight_row() -> None:
+    f = random_frame(7)
+    rng = np.random.default_rng(7)
+    users = f["user"].to_numpy()
+    draws = rng.integers(0, 3, size=(25, users.max() + 1))  # resampling counts per user
+    got = M.weighted_auc(f["watch"], f["pred_watch"], draws, columns=users)
+    ref = [roc_auc_score(f["watch"], f["pred_watch"], sample_weight=d[users]) for d in draws]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    assert math.isnan(M.weighted_auc(np.array([0, 1]), np.array([0.2, 0.3]), np.array([[1, 0]]))[0])
+
+
+def test_logged_position_column_is_reported_and_read_by_calibration() -> None:
+    f = random_frame(8)
+    serving = f.assign(pred_watch=np.clip(f["pred_watch"] * 1.8, 0, 1))  # one position for all: inflated
+    both = serving.assign(**{M.LOGGED_WATCH: f["pred_watch"]})
+    m, alone = M.compute_metrics(both), M.compute_metrics(f)
+    assert m["auc"] == M.auc(serving["watch"], serving["pred_watch"])  # primary keys: the serving scores
+    for key in ("auc", "gauc", "prec@10", "ndcg@10"):
+        assert m[f"logged_pos/{key}"] == alone[key]
+    assert m["calibration/ratio"] == alone["calibration/ratio"]  # where the labels were observed
+    assert "logged_pos/auc" not in alone
+    seg = M.segment_metrics(both, f["user"].value_counts(), f["channel"].value_counts())
+    assert seg["logged_pos/segment/low_activity/gauc"] == pytest.approx(
+        M.segment_metrics(f, f["user"].value_counts(), f["channel"].value_counts())["segment/low_activity/gauc"])
+    assert not any(k.startswith("segment/") and "logged_pos" in k for k in seg)

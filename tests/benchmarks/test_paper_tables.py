@@ -1,0 +1,120 @@
+"""benchmarks/paper_tables.py: its paired statistics and report on synthetic predictions, and a quick run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def pt() -> ModuleType:
+    """The script as a module (it imports its sibling ``_machine`` the way `python benchmarks/x.py` does)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module("paper_tables")
+
+
+def test_docstring_examples(pt: ModuleType) -> None:
+    result = doctest.testmod(pt)
+    assert result.attempted >= 2 and result.failed == 0
+
+
+def _day(rng: np.random.Generator, users: int = 300, per_user: int = 20) -> dict[str, np.ndarray]:
+    u = np.repeat(np.arange(users), per_user)
+    interest = rng.normal(size=u.size)
+    watch = (rng.random(u.size) < 1 / (1 + np.exp(-(2 * interest - 2)))).astype(np.uint8)
+    return {"users": u.astype(np.int32), "watch": watch, "interest": interest}
+
+
+def _write_seed(pt: ModuleType, sd: Path, seed: int, scores: dict[str, np.ndarray], day: dict[str, np.ndarray],
+                samples: int) -> dict[str, str]:
+    """A seed folder as the script writes it: references, cells (json + npy); returns the fingerprints."""
+    sd.mkdir(parents=True)
+    refs = {"policy": day["interest"] + np.random.default_rng(seed).normal(0, 2.0, day["interest"].size),
+            "oracle_serving": day["interest"], "oracle_logged": day["interest"]}
+    np.savez(sd / "_day.npz", users=day["users"], watch=day["watch"], **refs)
+    ceiling = {"fingerprint": "data", "rows": float(day["users"].size), "users": 300, "watch_rate": 0.2,
+               "random_auc": 0.5, **{k: {"auc": 0.6, "gauc": 0.6, "prec@10": 0.1, "ndcg@10": 0.1} for k in refs}}
+    (sd / "_ceiling.json").write_text(json.dumps(ceiling))
+    fps = {"_data": "data"}
+    for key, s in scores.items():
+        fps[key] = f"fp-{key}"
+        np.save(sd / f"{key}.npy", s.astype(np.float32))
+        record = {"fingerprint": fps[key], "train_seconds": 1.0, "steps": 10, "seconds": 1.5,
+                  "stop_reason": "epochs", "metrics": {"auc": 0.6, "gauc": 0.6, "prec@10": 0.1, "ndcg@10": 0.1}}
+        (sd / f"{key}.json").write_text(json.dumps(record))
+    return fps
+
+
+def test_identical_predictions_differ_by_exactly_zero_and_a_better_score_is_above(
+        pt: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pt, "RESULTS", tmp_path / "results")
+    args = pt.parse(["--rows", "headline", "--seeds", "0", "1", "--bootstrap", "200"])
+    folder = tmp_path / "results" / "paper_tables" / args.run
+    fps = {}
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        day = _day(rng)
+        eta = day["interest"] + rng.normal(0, 1.5, day["interest"].size)
+        scores = {"eta_dual__single": eta, "bst_dual__single": eta.copy(),  # identical to the reference
+                  "eliverec__adaptive": day["interest"] + rng.normal(0, 0.3, eta.size),  # clearly better
+                  "wdl_dual__single": rng.random(eta.size)}  # clearly worse (random)
+        fps[seed] = _write_seed(pt, folder / f"seed{seed}", seed, scores, day, args.bootstrap)
+    report = pt.write_report(args, folder, fps, 0.0, "test", {"cores": 2, "cpu_model": "x", "torch": "t",
+                                                              "torch_threads": 1, "note": "n"})
+    rows = {r["model"]: r for r in report["tables"]["II"]}
+    same = rows["bst_dual"]["paired"]["auc/vs_eta_dual"]
+    assert same["diff"] == 0.0 and same["lo"] <= 0.0 <= same["hi"] and same["sig"] == "n.s."
+    assert all(v["diff"] == 0.0 for v in same["seeds"].values())
+    better = rows["eliverec"]["paired"]
+    assert better["auc/vs_eta_dual"]["sig"] == "above" and better["gauc/vs_eta_dual"]["sig"] == "above"
+    assert better["auc/vs_eta_dual"]["lo"] > 0 and set(better["auc/vs_eta_dual"]["seeds"]) == {0, 1}
+    assert rows["wdl_dual"]["paired"]["auc/vs_eta_dual"]["sig"] == "below"
+    assert rows["_policy"]["row"] == "logging policy" and "auc/vs_eta_dual" in rows["_policy"]["paired"]
+    assert report["acceptance"]["complete"] is False  # three duals were not run
+    md = (tmp_path / "results" / f"{args.stem}.md").read_text()
+    assert "| Ours | eLiveRec |" in md and "above" in md and "reference" in md and "Δ AUC vs ETA dual" in md
+
+    # the replicates alone (predictions gone) give the same report; other settings are not mixed in
+    for seed in (0, 1):
+        for npy in (folder / f"seed{seed}").glob("*.npy"):
+            npy.unlink()
+    again = pt.write_report(args, folder, fps, 0.0, "test", report["machine"])
+    assert again["tables"]["II"] == report["tables"]["II"]
+    fps[1]["eliverec__adaptive"] = "other-settings"
+    third = pt.write_report(args, folder, fps, 0.0, "test", report["machine"])
+    assert set({r["model"]: r for r in third["tables"]["II"]}["eliverec"]["seeds"]) == {0}
+
+
+def test_rows_selection(pt: ModuleType) -> None:
+    headline = pt.cells_for(None, "headline", False)
+    assert headline[0] == pt.REFERENCE and len(headline) == 9
+    assert {("eliverec_wo_d", "adaptive"), ("eliverec_wo_m", "single"), ("dien_dual", "single")} <= set(headline)
+    assert len(pt.cells_for(None, "all", False)) == 30
+    assert set(pt.cells_for(None, "all", True)) == pt.QUICK_CELLS
+
+
+@pytest.mark.slow
+def test_quick_run_writes_and_resumes(pt: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pt, "RESULTS", tmp_path / "results")
+    argv = ["--quick", "--data-root", str(tmp_path / "data"), "--bootstrap", "50"]
+    assert pt.main(argv) == 0
+    report = json.loads((tmp_path / "results" / "paper_tables_quick.json").read_text())
+    assert report["cells_finished"] == 3 and report["status"] == "finished"
+    sd = tmp_path / "results" / "paper_tables" / "tiny" / "seed0"
+    day = np.load(sd / "_day.npz")
+    assert np.load(sd / "eliverec__adaptive.npy").shape == day["watch"].shape
+    cell = json.loads((sd / "eliverec__adaptive.json").read_text())
+    assert {"auc", "logged_pos/auc", "gap_closed/auc"} <= set(cell["metrics"])
+    stamp = (sd / "eta_dual__single.json").stat().st_mtime_ns
+    assert pt.main(argv) == 0  # resumed: nothing retrained
+    assert (sd / "eta_dual__single.json").stat().st_mtime_ns == stamp
