@@ -211,6 +211,7 @@ class GateResult:
     candidate_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
     paths: dict[str, str]
+    training: str = ""  # how the candidate's training ended (early stopping or a budget), from its MLflow run
 
     @property
     def verdict(self) -> str:
@@ -242,7 +243,8 @@ def gate(
     if champion_uri is not None:
         champ_frame, _ = score_day(settings, load_model(settings, champion_uri), test)
     checks, cand, champ = decide(cand_frame, champ_frame, users, channels, finite, latency, settings)
-    result = GateResult(all(c.passed for c in checks), candidate_uri, champion_uri, date, checks, cand, champ, {})
+    result = GateResult(all(c.passed for c in checks), candidate_uri, champion_uri, date, checks, cand, champ, {},
+                        training_note(settings, run_id, version))
     result.paths = _write(settings, result, version)
     _record(settings, result, version, run_id)
     return result
@@ -264,6 +266,21 @@ def decide(
     return checks, cand, champ
 
 
+def training_note(settings: Settings, run_id: str | None, version: str | None) -> str:
+    """How the candidate's training run ended (``stop/*`` metrics of its MLflow run); empty when unknown."""
+    from eliverec import registry
+    from eliverec.training.trainer import describe_stop, stop_reason
+
+    try:
+        client = registry.client(settings)
+        if run_id is None and version is not None:
+            run_id = client.get_model_version(settings.tracking.registered_model, version).run_id
+        metrics = client.get_run(run_id).data.metrics if run_id else {}
+    except Exception as exc:  # MLflow raises several types; the verdict does not depend on this note
+        return f"unknown (the training run could not be read: {exc})"
+    return describe_stop(metrics) if stop_reason(metrics) != "unknown" else ""
+
+
 def _metrics(frame: pd.DataFrame, users: pd.Series, channels: pd.Series, settings: Settings) -> dict[str, float]:
     k, bins = settings.evaluation.k, settings.evaluation.calibration_bins
     out = compute_metrics(frame, k, bins)
@@ -277,7 +294,8 @@ def _write(settings: Settings, result: GateResult, version: str | None) -> dict[
     stem = f"v{version}" if version else "candidate"
     payload = {
         "verdict": result.verdict, "candidate_uri": result.candidate_uri, "champion_uri": result.champion_uri,
-        "date": result.date, "version": version, "checks": [asdict(c) for c in result.checks],
+        "date": result.date, "version": version, "training": result.training,
+        "checks": [asdict(c) for c in result.checks],
         "candidate_metrics": {k: _num(v) for k, v in result.candidate_metrics.items()},
         "champion_metrics": None if result.champion_metrics is None
         else {k: _num(v) for k, v in result.champion_metrics.items()},
@@ -292,8 +310,10 @@ def markdown(result: GateResult, version: str | None = None) -> str:
     """The verdict as a short markdown page."""
     f = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     head = f"# Gate: **{result.verdict.upper()}** for {'version ' + version if version else result.candidate_uri}"
-    lines = [head, "", f"Test day {result.date}; champion: `{result.champion_uri or 'none'}`.", "",
-             "| check | passed | candidate | champion | threshold | detail |", "|---|---|---|---|---|---|"]
+    lines = [head, "", f"Test day {result.date}; champion: `{result.champion_uri or 'none'}`.", ""]
+    if result.training:
+        lines += [f"Training ended by {result.training}.", ""]
+    lines += ["| check | passed | candidate | champion | threshold | detail |", "|---|---|---|---|---|---|"]
     lines += [f"| {c.name} | {'yes' if c.passed else '**NO**'} | {f(c.candidate)} | {f(c.champion)} | "
               f"{c.threshold} | {c.detail} |" for c in result.checks]
     cand, champ = result.candidate_metrics, result.champion_metrics or {}

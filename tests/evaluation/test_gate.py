@@ -131,6 +131,8 @@ def test_sabotaged_candidate_is_rejected_and_cannot_be_promoted(tmp_path: Path) 
     assert not verdict.passed
     assert "primary/auc" in {c.name for c in verdict.failed()}
     assert Path(verdict.paths["json"]).exists() and "FAIL" in Path(verdict.paths["markdown"]).read_text()
+    assert verdict.training.startswith("the step cap (train.max_steps) after 80 steps")  # how training ended
+    assert "Training ended by the step cap" in Path(verdict.paths["markdown"]).read_text()
     with pytest.raises(registry.RegistryError, match="refusing"):
         registry.promote(s, v2, "try anyway")
     assert registry.alias_version(s, registry.CHALLENGER) == v1  # the failed version never became challenger
