@@ -123,3 +123,19 @@ def test_feed_batches_keep_feeds_whole_cover_each_row_once_and_agree_across_rank
     ranks = [FeedBatchSampler(starts, 64, r, 2, seed=1, epoch=0) for r in range(2)]
     assert len(ranks[0]) == len(ranks[1]) > 0
     assert not set(np.concatenate(ranks[0].batches)) & set(np.concatenate(ranks[1].batches))
+
+
+def test_weight_decay_reaches_only_the_touched_table_rows(tmp_path: Path) -> None:
+    s = toy_settings(tmp_path, "train.weight_decay=0.5", "train.lr=0.1")
+    e, lin = _pair()
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.zero_()  # no loss gradient reaches the table: only the decay moves its rows
+    opt = make_optimizer(s, list(lin.parameters()), make_sparse(e))
+    before = e.weight.detach().clone()
+    _loss(e, lin).backward()
+    opt.step()
+    after = e.weight.detach()
+    touched = [1, 2, 3]
+    assert (after[touched].abs() < before[touched].abs()).all()  # pulled towards 0
+    assert torch.equal(after[4:], before[4:])  # untouched rows are left alone
