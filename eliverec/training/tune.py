@@ -8,7 +8,8 @@ the InfoNCE temperature ``tau`` ([0.1, 1]) -- each only where the model uses it 
 has no dCor term, ``eliverec_wo_n`` no consistency term, only InfoNCE has a temperature). Keys given
 with ``--set`` are held fixed, not searched.
 
-The objective is the best validation watch AUC the trainer reaches (the time-ordered tail of the
+Trial 0 is always the configured values (so the best is never worse than them on the validation
+days). The objective is the best validation watch AUC the trainer reaches (the time-ordered tail of the
 training days, ``train.val_share``; the test day is never looked at): early stopping and restoring
 the best weights are the trainer's. The days are read once; every trial is one :func:`fit` with the
 same seed and the same budget: the same ``train.max_steps``/``epochs`` and the same wall-clock cap
@@ -126,6 +127,27 @@ def suggest(trial: Any, space: Sequence[Param]) -> dict[str, Any]:
             out[p.key] = 0.0
         else:
             out[p.key] = trial.suggest_float(p.key, p.low, p.high, log=p.log)
+    return out
+
+
+def current_params(settings: Settings, space: Sequence[Param]) -> dict[str, Any]:
+    """The configured values as Optuna parameters: trial 0 of every search, so a search never returns
+    values that did worse on the validation days than the ones already configured."""
+    from eliverec.models import effective_model_config
+
+    sections = {"train": settings.train, "model": effective_model_config(settings.model)}
+    out: dict[str, Any] = {}
+    for p in space:
+        section, key = p.key.split(".", 1)
+        value = getattr(sections[section], key)
+        if p.choices:
+            out[p.key] = value
+        elif p.zero_option and value == 0:
+            out[f"{p.key}/on"] = False
+        else:
+            if p.zero_option:
+                out[f"{p.key}/on"] = True
+            out[p.key] = min(max(float(value), p.low), p.high)
     return out
 
 
@@ -298,6 +320,7 @@ def _optimize(study: _Study, space: Sequence[Param], trials: int, on_trial: Tria
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opt = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=study.base.seed),
                               study_name=f"tune-{study.base.model.name}")
+    opt.enqueue_trial(current_params(study.base, space))  # trial 0: the configured values
     records: list[TrialRecord] = []
     best: TuneResult | None = None
     for number in range(trials):

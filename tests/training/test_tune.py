@@ -140,6 +140,9 @@ def test_tune_logs_nested_trials_and_writes_the_report(tmp_path: Path) -> None:
     res = tune(s, "eliverec", 2, dates[-1], builder=BUILDER, loss_builder=LOSS,
                on_trial=lambda rec, best: seen.append((rec.number, best.best_value if best else None)))
     assert [n for n, _ in seen] == [0, 1] and all(r.state == "COMPLETE" for r in res.trials)
+    first = res.trials[0].values  # trial 0 is the configured values
+    assert first["train.lr"] == pytest.approx(s.train.lr) and first["model.dim"] == s.model.dim
+    assert first["model.tau"] == pytest.approx(s.model.tau) and first["train.weight_decay"] == s.train.weight_decay
     assert res.best_value == max(r.value or 0 for r in res.trials) and set(res.tuned) <= {"train", "model"}
     assert {"lr", "weight_decay"} <= set(res.tuned["train"]) and {"dim", "tau"} <= set(res.tuned["model"])
     mlflow.set_tracking_uri(s.tracking.uri)
