@@ -89,12 +89,14 @@ def serve_position(settings: Settings, model: Any) -> int:
         return int(settings.model.serve_position)
 
 
-def score_day(settings: Settings, model: Any, ds: ArrayDataset) -> tuple[pd.DataFrame, bool]:
-    """The scored frame of ``ds`` (serving position; the logged-position watch beside) and whether all is finite."""
+def score_day(settings: Settings, model: Any, ds: ArrayDataset, logged: bool = True) -> tuple[pd.DataFrame, bool]:
+    """The scored frame of ``ds`` (serving position; with ``logged`` the logged-position watch beside, which
+    calibration reads) and whether all is finite."""
     serving = score(model, at_position(ds, serve_position(settings, model)))
-    logged = score(model, ds)
-    finite = all(bool(np.isfinite(p[list(LABELS)].to_numpy(dtype=np.float64)).all()) for p in (serving, logged))
-    return scored_frame(ds, serving, logged), finite
+    at_logged = score(model, ds) if logged else None
+    parts = [p for p in (serving, at_logged) if p is not None]
+    finite = all(bool(np.isfinite(p[list(LABELS)].to_numpy(dtype=np.float64)).all()) for p in parts)
+    return scored_frame(ds, serving, at_logged), finite
 
 
 def scored_frame(ds: ArrayDataset, preds: pd.DataFrame, logged: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -241,7 +241,8 @@ def gate(
                                  settings.gate.latency_candidates)
     champ_frame = None
     if champion_uri is not None:
-        champ_frame, _ = score_day(settings, load_model(settings, champion_uri), test)
+        # the comparison reads the serving position only (calibration is a check of the candidate alone)
+        champ_frame, _ = score_day(settings, load_model(settings, champion_uri), test, logged=False)
     checks, cand, champ = decide(cand_frame, champ_frame, users, channels, finite, latency, settings)
     result = GateResult(all(c.passed for c in checks), candidate_uri, champion_uri, date, checks, cand, champ, {},
                         training_note(settings, run_id, version))
@@ -318,10 +319,11 @@ def markdown(result: GateResult, version: str | None = None) -> str:
               f"{c.threshold} | {c.detail} |" for c in result.checks]
     cand, champ = result.candidate_metrics, result.champion_metrics or {}
     g = lambda m, key: f(_num(m.get(f"{LOGGED_PREFIX}{key}"))) or "n/a"  # noqa: E731
-    logged = [f"{key} {g(cand, key)}" + (f" vs {g(champ, key)}" if champ else "") for key in ("auc", "gauc")]
+    both = _num(champ.get(f"{LOGGED_PREFIX}auc")) is not None  # the gate scores the champion as served only
+    logged = [f"{key} {g(cand, key)}" + (f" vs {g(champ, key)}" if both else "") for key in ("auc", "gauc")]
     if _num(cand.get(f"{LOGGED_PREFIX}auc")) is not None:
         lines += ["", "Checks read the scores at the serving position. At the logged feed position (reported, not "
-                  f"gated; candidate{' vs champion' if champ else ''}): {', '.join(logged)}."]
+                  f"gated; candidate{' vs champion' if both else ''}): {', '.join(logged)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,19 @@ dynamic context (eq. 12) and feeds ``[gated F, e_d]`` to MMoE heads (eq. 13).
 
 Candidate-independent parts (``user_state``: ``H_K``, prototypes, intention weights ``p(z_c|v_i)``)
 are computed once per request by ``RankingModel.score``; only eq. 6-7 and the towers run per candidate.
+
+Options beyond the paper (``benchmarks/results/mechanism.md`` measures them against the world's truth):
+
+- ``model.prototypes: cross``: ``o_cK = mean-pool(E_K')`` of the *other* domain ``K'`` and ``o_sK =
+  mean-pool(E_K)`` of its own, so eq. 5 scores how much more an event resembles the other domain's
+  behaviour than its own domain's. With the paper's prototypes (both pooled from ``E_K``) ``z_cK`` is a
+  function of one domain's sequence and the target, which cannot tell a consistent category (active in
+  both domains) from a domain-specific one: that is a cross-domain property.
+- ``model.reg_on: pooled``: eq. 8-9 act on target-free user parts ``mean_i p_i h_i`` and
+  ``mean_i (1 - p_i) h_i`` instead of the retrieved ``z`` of eq. 7, whose shared target query lets
+  InfoNCE match ``z_cV`` and ``z_cS`` through the candidate rather than the user.
+- ``model.nce_negatives: batch_specific``: eq. 9 also counts the row's own ``z_sS`` and ``z_sV`` as
+  negatives of ``z_cV`` (the consistent parts must be closer to each other than to the specific ones).
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from eliverec.config import ModelConfig
+from eliverec.config import ConfigError, ModelConfig
 from eliverec.models.base import STATIC_FIELDS, Context, RankingModel
 from eliverec.models.layers import (
     DinAttention,
@@ -77,6 +90,35 @@ def retrieve(query: Tensor, h: Tensor, p: Tensor, mask: Tensor) -> Tensor:
     return torch.einsum("bl,bld->bd", a, z)  # eq. 7
 
 
+def prototypes(cfg: ModelConfig, seqs: dict[str, Tensor], dom: str, other: str) -> tuple[Tensor, Tensor]:
+    """Eq. 5 prototypes ``(o_c, o_s)`` of domain ``dom`` from the embedded sequences (not ``learned``).
+
+    ``pooled`` (the paper): mean- and max-pool of ``E_dom``; ``cross``: mean-pool of ``E_other`` and
+    of ``E_dom`` (an empty sequence pools to zeros).
+
+    >>> e = {"a_e": torch.ones(1, 2, 3), "a_mask": torch.ones(1, 2).bool(), "b_e": torch.zeros(1, 1, 3),
+    ...      "b_mask": torch.ones(1, 1).bool()}
+    >>> [o.tolist() for o in prototypes(ModelConfig.model_construct(prototypes="cross"), e, "a", "b")]
+    [[[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]]]
+    """
+    e, mask = seqs[f"{dom}_e"], seqs[f"{dom}_mask"]
+    if cfg.prototypes == "cross":
+        return masked_mean(seqs[f"{other}_e"], seqs[f"{other}_mask"]), masked_mean(e, mask)
+    return masked_mean(e, mask), masked_max(e, mask)
+
+
+def pooled_parts(h: Tensor, p: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Target-free parts ``(mean_i p_i h_i, mean_i (1 - p_i) h_i)`` over real events (``reg_on: pooled``).
+
+    >>> c, s = pooled_parts(torch.ones(1, 2, 1), torch.tensor([[1.0, 0.0]]), torch.ones(1, 2).bool())
+    >>> c.tolist(), s.tolist()
+    ([[0.5]], [[0.5]])
+    """
+    m = mask.to(h.dtype)
+    n = m.sum(1, keepdim=True).clamp(min=1.0)
+    return ((p * m).unsqueeze(-1) * h).sum(1) / n, (((1 - p) * m).unsqueeze(-1) * h).sum(1) / n
+
+
 class ELiveRec(RankingModel):
     """The full model; ablations and backbone come from ``ModelConfig`` (see ``eliverec.models``)."""
 
@@ -95,6 +137,8 @@ class ELiveRec(RankingModel):
             self.din = nn.ModuleDict({f"{k}_{i}": DinAttention(d) for k in self.domains for i in "cs"})
         if cfg.prototypes == "learned":  # wo.P: Gaussian learnable prototypes (domain, {c, s}, d)
             self.protos = nn.Parameter(torch.randn(len(self.domains), 2, d) * cfg.emb_std)
+        if cfg.prototypes == "cross" and len(self.domains) < 2:
+            raise ConfigError("model.prototypes=cross needs both domains (a dual model)")
         n_z = 2 * len(self.domains) if cfg.disentangle else len(self.domains)
         feature_dims = [STATIC_FIELDS * d, d] + [d] * n_z
         self.gate = GateUnit(2 * d, feature_dims, hidden=d)  # eq. 12
@@ -114,10 +158,10 @@ class ELiveRec(RankingModel):
             h = self.backbones[dom](e, mask, seqs["user"])  # eq. 3-4
             state[f"{dom}_h"] = h
             if self.cfg.disentangle:
-                if self.cfg.prototypes == "pooled":  # o_c = mean-pool(E), o_s = max-pool(E)
-                    o_c, o_s = masked_mean(e, mask), masked_max(e, mask)
-                else:
+                if self.cfg.prototypes == "learned":
                     o_c, o_s = (self.protos[i, j].expand(e.shape[0], -1) for j in range(2))
+                else:  # pooled: o_c = mean-pool(E), o_s = max-pool(E); cross: see the module docstring
+                    o_c, o_s = prototypes(self.cfg, seqs, dom, self.domains[1 - i])
                 state[f"{dom}_pc"] = intention_weights(h, o_c, o_s, mask)  # eq. 5
         return state
 
@@ -144,9 +188,19 @@ class ELiveRec(RankingModel):
             return feats, {}, None
         return (feats, *self.regularise(zs, x.users, state))
 
+    def reg_parts(self, zs: dict[str, Tensor], state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The parts eq. 8-9 act on: the retrieved ``z`` (eq. 7) or the target-free pools (``reg_on``)."""
+        if self.cfg.reg_on == "retrieved":
+            return zs
+        out = {}
+        for dom in self.domains:
+            out[f"c_{dom}"], out[f"s_{dom}"] = pooled_parts(state[f"{dom}_h"], state[f"{dom}_pc"], state[f"{dom}_mask"])
+        return out
+
     def regularise(self, zs: dict[str, Tensor], users: Tensor, state: dict[str, Tensor]) -> tuple[dict, Tensor]:
         """Eq. 8-10 and the SR variant; returns the unweighted terms and the weighted sum."""
         cfg, regs = self.cfg, {}
+        zs = self.reg_parts(zs, state)
         total = zs["c_live"].new_zeros(())
         if cfg.dcor:
             for dom in self.domains:  # eq. 8, per domain over the batch
@@ -156,7 +210,10 @@ class ELiveRec(RankingModel):
             valid = (state["live_mask"].any(1) & state["product_mask"].any(1)).float()
             a, b = zs["c_live"], zs["c_product"]
             if cfg.consistency == "infonce":  # eq. 9; rows of the same user are not negatives
-                regs["infonce"] = info_nce(a, b, cfg.tau, users.unsqueeze(0) == users.unsqueeze(1), valid)
+                hard = None  # batch_specific: the row's own specific parts are negatives too
+                if cfg.nce_negatives == "batch_specific":
+                    hard = torch.stack([zs["s_product"], zs["s_live"]], 1)
+                regs["infonce"] = info_nce(a, b, cfg.tau, users.unsqueeze(0) == users.unsqueeze(1), valid, hard)
             elif cfg.consistency == "cos":
                 regs["cos"] = cosine_distance(a, b, valid)
             else:

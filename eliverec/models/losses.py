@@ -10,10 +10,15 @@ heads estimate ``p(a_i | watched)`` and their gradients are not a copy of the wa
 ``aux_scope: all`` uses every impression (labels are 0 when not watched).
 
 Adaptive mode (eq. 14). For each auxiliary task ``i`` the weighting network (two-layer MLP) reads
-``[cos_i, log(1 + L_task_i), type_i]`` where ``cos_i = cos(dL_rec/dS, dL_task_i/dS)`` is taken on the
-shared representation ``S = outputs["shared"]`` (the intra-channel embedding both heads read; four
-extra backward passes through the heads only, not through the encoders; cost in
-``benchmarks/results/models.md``) and ``type_i`` a learned task embedding. Its outputs are turned into
+``[cos_i, log(1 + L_task_i), type_i]`` and ``type_i`` a learned task embedding. ``cos_i`` is taken, by
+``model.mtl_grad_on``, either on the shared representation (``activation``, default):
+``cos(dL_rec/dS, dL_task_i/dS)`` with ``S = outputs["shared"]`` (the intra-channel embedding both heads
+read; four extra backward passes through the heads only), or, as the paper writes it, on the shared
+parameters (``parameters``): ``cos(dL_rec/dθ, dL_task_i/dθ)`` with ``θ`` the dense parameters both the
+watch tower and the auxiliary heads depend on (:func:`shared_parameters`: the sequence encoders,
+retrieval and dynamic-context layers; not the embedding tables, whose sparse rows differ per batch,
+nor either side's own head). The parameter form runs the four extra backward passes through the
+encoders; its cost per step is measured in ``benchmarks/results/mechanism.md``. Its outputs are turned into
 weights that cannot collapse: ``w = budget * softmax(logits)`` with ``budget = sum(model.mtl_weights)``
 (0.7, the vanilla total). The network is trained to maximise alignment with an entropy bonus,
 ``J = -sum_i p_i cos_i + beta * sum_i p_i log p_i`` (``beta = model.weight_entropy``), whose optimum is
@@ -66,6 +71,33 @@ class TaskWeighting(nn.Module):
         return -(p * cos).sum() + self.entropy * (p * torch.log(p.clamp(min=1e-12))).sum()
 
 
+#: Parameters that are not eq. 14's shared θ: embedding tables, the watch tower (with WDL's wide part and the
+#: position logit), the auxiliary heads and eLiveRec's gate unit (eq. 12, read by the auxiliary heads only).
+NOT_SHARED: tuple[str, ...] = ("bank.", "wide.", "tower.", "position_logit.", "heads.", "gate.")
+
+
+def shared_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Eq. 14's ``θ``: the trainable dense parameters upstream of the intra-channel embedding.
+
+    >>> net = nn.ModuleDict({"bank": nn.Embedding(3, 2), "backbone": nn.Linear(2, 2), "tower": nn.Linear(2, 1)})
+    >>> [tuple(p.shape) for p in shared_parameters(net)]
+    [(2, 2), (2,)]
+    """
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}  # sparse rows, not θ
+    return [p for n, p in model.named_parameters()
+            if p.requires_grad and not n.startswith(NOT_SHARED) and id(p) not in tables]
+
+
+def _flat_grad(loss: Tensor, inputs: list[Tensor]) -> Tensor | None:
+    """``d loss / d inputs`` flattened into one vector (unused inputs count as zeros); None when none is used."""
+    if not loss.requires_grad:
+        return None
+    grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
+    if all(g is None for g in grads):
+        return None
+    return torch.cat([(torch.zeros_like(x) if g is None else g).flatten() for g, x in zip(grads, inputs, strict=True)])
+
+
 def _masked_mean(x: Tensor, m: Tensor) -> Tensor:
     return (x * m).sum() / m.sum().clamp(min=1.0)
 
@@ -76,7 +108,7 @@ class MultiTaskLoss(nn.Module):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         cfg = effective_model_config(settings.model)
-        self.mode, self.aux_scope = cfg.mtl, cfg.aux_scope
+        self.mode, self.aux_scope, self.grad_on = cfg.mtl, cfg.aux_scope, cfg.mtl_grad_on
         self.register_buffer("fixed", torch.tensor(cfg.mtl_weights, dtype=torch.float32))
         self.register_buffer("last_weights", torch.tensor(cfg.mtl_weights, dtype=torch.float32))
         self.weighting = (
@@ -98,15 +130,25 @@ class MultiTaskLoss(nn.Module):
         return out
 
     @staticmethod
-    def grad_cosines(l_rec: Tensor, losses: list[Tensor], shared: Tensor) -> Tensor:
-        """``cos(dL_rec/dS, dL_i/dS)`` for each auxiliary loss (0 when a gradient vanishes)."""
-        g_rec = torch.autograd.grad(l_rec, shared, retain_graph=True)[0].flatten()
-        cos = []
-        for loss in losses:
-            g = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)[0]
-            cos.append(torch.zeros((), device=shared.device) if g is None else
-                       F.cosine_similarity(g_rec, g.flatten(), dim=0, eps=1e-12))
+    def grad_cosines(l_rec: Tensor, losses: list[Tensor], shared: Tensor | list[Tensor]) -> Tensor:
+        """Eq. 14's ``s(∇L_rec, ∇L_i)`` for each auxiliary loss, gradients taken with respect to ``shared``
+        (one activation, or a list of parameters whose gradients are concatenated); 0 when one vanishes."""
+        inputs = [shared] if isinstance(shared, Tensor) else list(shared)
+        g_rec = _flat_grad(l_rec, inputs)
+        if g_rec is None:
+            return l_rec.new_zeros(len(losses))
+        cos = [torch.zeros((), device=g_rec.device) if g is None else
+               F.cosine_similarity(g_rec, g, dim=0, eps=1e-12) for g in (_flat_grad(x, inputs) for x in losses)]
         return torch.stack(cos).detach()
+
+    def grad_inputs(self, outputs: Mapping[str, Tensor], model: nn.Module | None) -> Tensor | list[Tensor]:
+        """What eq. 14 differentiates with respect to: ``outputs["shared"]`` or the model's shared θ."""
+        if self.grad_on == "activation":
+            return outputs["shared"]
+        if model is None:
+            raise EliverecError("model.mtl_grad_on=parameters needs the model: call the loss as loss(outputs, batch, "
+                                "model)")
+        return shared_parameters(model)
 
     def forward(
         self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], model: nn.Module | None = None
@@ -122,7 +164,7 @@ class MultiTaskLoss(nn.Module):
                                     "build the model and the loss from the same settings")
             weights = self.fixed
             if self.weighting is not None and training:
-                cos = self.grad_cosines(l_rec, losses, outputs["shared"])
+                cos = self.grad_cosines(l_rec, losses, self.grad_inputs(outputs, model))
                 w, p = self.weighting(cos, torch.stack(losses).detach())
                 objective = self.weighting.objective(p, cos)
                 total = total + (objective - objective.detach())  # trains the weighting net, adds 0

@@ -57,7 +57,7 @@ def describe_stop(metrics: dict[str, float]) -> str:
     'early stopping (validation AUC stopped improving) after 900 steps in 1.5 min; kept the weights of step 600'
     """
     why = {"early_stopping": "early stopping (validation AUC stopped improving)",
-           "time_budget": "the wall-clock budget (train.max_minutes) ran out before validation AUC stopped improving",
+           "time_budget": "the wall-clock budget (train.max_minutes), before early stopping",
            "max_steps": "the step cap (train.max_steps)", "epochs": "all epochs (train.epochs) done",
            "unknown": "an unrecorded reason"}[stop_reason(metrics)]
     best = metrics.get("best_step", -1.0)

@@ -142,3 +142,35 @@ def test_probe_rejects_models_without_z_parts_and_missing_days(pipeline) -> None
         probe(s, model, day, world=world, test_share=1.0)
     with pytest.raises(EliverecError, match="latest.pt is missing"):
         load_trained(s.data_dir / "checkpoints" / "no-such-run")
+
+
+def test_cross_fitted_probe_scores_every_user_and_summarises_disentanglement(pipeline) -> None:
+    from eliverec.evaluation.probe import disentanglement
+
+    s, day, world, model = pipeline
+    out = probe(s, model, day, world=world, seed=0, folds=3)
+    assert out["folds"] == 3 and out["test_users"] == out["users"] > 10
+    for sets in out["results"].values():
+        assert all(0.0 <= r["auc"] <= 1.0 and r["categories"] >= 1 for r in sets.values())
+    assert out["disentanglement"] == disentanglement(out["results"])
+    assert set(out["disentanglement"]) == {"live", "product"}
+    with pytest.raises(ValueError, match="folds"):
+        probe(s, model, day, world=world, folds=1)
+
+
+def test_intention_weights_are_read_against_the_world_categories(pipeline) -> None:
+    from eliverec.evaluation.probe import category_lookup, intention_weights_by_truth
+    from eliverec.features.hashing import hash_strings
+
+    s, day, world, model = pipeline
+    lookup = category_lookup(s, world.catalog.n_categories)
+    hashed = hash_strings([f"cat{c}" for c in range(world.catalog.n_categories)], s.features.hash_salt, "category",
+                          s.features.vocab["category"])
+    unique = np.unique(hashed, return_counts=True)[1].max() == 1
+    assert not unique or lookup[hashed].tolist() == list(range(world.catalog.n_categories))
+    assert lookup[0] == -1  # padding
+    out = intention_weights_by_truth(s, model, day, world=world, max_rows=300)
+    for dom in ("live", "product"):
+        r = out[dom]
+        assert r["events"] > 0 and all(0.0 <= r[k] <= 1.0 for k in ("consistent", "specific", "neither"))
+        assert r["gap"] == pytest.approx(r["consistent"] - r["specific"])

@@ -34,23 +34,31 @@ def distance_correlation(x: Tensor, y: Tensor) -> Tensor:
 
 
 def info_nce(
-    anchor: Tensor, positive: Tensor, tau: float, same_group: Tensor | None = None, valid: Tensor | None = None
+    anchor: Tensor, positive: Tensor, tau: float, same_group: Tensor | None = None, valid: Tensor | None = None,
+    hard: Tensor | None = None,
 ) -> Tensor:
     """InfoNCE over the batch with cosine similarity (eq. 9).
 
     Row ``i`` of ``positive`` is the positive of row ``i`` of ``anchor``; the other rows are negatives,
     except rows in the same group (``same_group`` (B, B) bool, e.g. the same user: not negatives).
+    ``hard`` (B, K, d) adds K negatives of each row's own (for example the same user's specific parts).
     ``valid`` (B,) drops rows from the mean (for example a user with an empty sequence).
 
     >>> z = torch.eye(4)
     >>> bool(info_nce(z, z, 0.5) < info_nce(z, z.roll(1, 0), 0.5))
     True
+    >>> bool(info_nce(z, z, 0.5, hard=z.unsqueeze(1)) > info_nce(z, z, 0.5, hard=-z.unsqueeze(1)))
+    True
     """
-    sim = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / tau  # (B, B)
+    a = F.normalize(anchor, dim=-1)
+    sim = a @ F.normalize(positive, dim=-1).T / tau  # (B, B)
     if same_group is not None:
         eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
         sim = sim.masked_fill(same_group & ~eye, float("-inf"))
-    loss = -torch.diagonal(torch.log_softmax(sim, dim=1))
+    diag = torch.diagonal(sim)
+    if hard is not None:  # (B, K): cos(anchor_i, hard_ik) / tau, appended to row i's candidates
+        sim = torch.cat([sim, torch.einsum("bd,bkd->bk", a, F.normalize(hard, dim=-1)) / tau], dim=1)
+    loss = torch.logsumexp(sim, dim=1) - diag
     if valid is None:
         return loss.mean()
     return (loss * valid).sum() / valid.sum().clamp(min=1)
