@@ -97,7 +97,7 @@ def test_write_round_trips_and_keeps_every_other_line(tmp_path: Path) -> None:
     values = {"train": {"lr": 0.0012, "weight_decay": 0.0}, "model": {"dim": 16, "tau": 0.25}}
     assert write_tuned(path, "default", "eliverec", values) == ["tuned"]
     assert write_tuned(path, "default", "din_dual", {"train": {"lr": 3e-05}}) == ["tuned"]
-    assert write_tuned(path, "bench", "eta_dual", {"model": {"dropout": 0.1}}) == ["profiles", "bench", "tuned"]
+    assert write_tuned(path, "tiny", "eta_dual", {"model": {"dropout": 0.1}}) == ["profiles", "tiny", "tuned"]
     after = path.read_text()
     diff = list(difflib.ndiff(before.splitlines(), after.splitlines()))
     removed, added = [ln[2:] for ln in diff if ln.startswith("- ")], [ln[2:] for ln in diff if ln.startswith("+ ")]
@@ -109,7 +109,7 @@ def test_write_round_trips_and_keeps_every_other_line(tmp_path: Path) -> None:
     assert s.tuned["eliverec"].overrides() == {"train.lr": 0.0012, "train.weight_decay": 0.0, "model.dim": 16,
                                                "model.tau": 0.25}
     assert apply_tuned(s, "din_dual").train.lr == 3e-05
-    assert load_settings("bench", params=path).tuned.keys() == {"eta_dual"}
+    assert load_settings("tiny", params=path).tuned.keys() == {"eta_dual"}
     write_tuned(path, "default", "eliverec", {"train": {"lr": 0.004}})  # a new result replaces the entry
     assert load_settings("default", params=path).tuned["eliverec"].overrides() == {"train.lr": 0.004}
 
