@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import doctest
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def mech() -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module("mechanism")
+    return load_script("mechanism")
 
 
 def test_docstring_examples(mech: ModuleType) -> None:

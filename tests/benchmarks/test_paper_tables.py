@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import doctest
-import importlib
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def pt() -> ModuleType:
-    """The script as a module (it imports its sibling ``_machine`` the way `python benchmarks/x.py` does)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module("paper_tables")
+    return load_script("paper_tables")
 
 
 def test_docstring_examples(pt: ModuleType) -> None:
