@@ -90,6 +90,15 @@ def feed_batch(settings: Any, rows: int, seed: int) -> dict[str, np.ndarray]:
     return batch
 
 
+def step_batch(settings: Any, rows: int, seed: int) -> dict[str, np.ndarray]:
+    """One batch as the variant's sampler hands it to the model: whole feeds, or (row sampler) rows of many feeds."""
+    arrays = feed_batch(settings, rows, seed)
+    if settings.train.feed_batches:
+        return arrays
+    perm = np.random.default_rng(0).permutation(rows)
+    return {k: v[perm] for k, v in arrays.items()}
+
+
 def write_arrays(settings: Any, rows: int, folder: Path) -> Any:
     """Feed-shaped random samples as memory-mapped .npy files (what the loader reads in production)."""
     from eliverec.training.data import ArrayDataset
@@ -109,10 +118,7 @@ def flops_per_sample(settings: Any, batch_size: int = 64) -> float:
     from eliverec.training.trainer import DEFAULT_BUILDER, DEFAULT_LOSS, build_objects
 
     obj = build_objects(settings, {}, DEFAULT_BUILDER, DEFAULT_LOSS)
-    arrays = feed_batch(settings, batch_size, seed=2)
-    if not settings.train.feed_batches:
-        perm = np.random.default_rng(0).permutation(batch_size)
-        arrays = {k: v[perm] for k, v in arrays.items()}
+    arrays = step_batch(settings, batch_size, seed=2)
     counter = FlopCounterMode(display=False)
     with counter:
         total, _ = obj({k: torch.from_numpy(v) for k, v in arrays.items()})
@@ -182,10 +188,7 @@ def profile_step(profile: str, variant: str, batch: int | None, steps: int = 3, 
     ctx = setup()
     with tempfile.TemporaryDirectory() as tmpdir:
         s = settings_for(profile, batch, Path(tmpdir), variant)
-        arrays = feed_batch(s, s.train.batch_size, seed=3)
-        if not s.train.feed_batches:  # what the row sampler hands the model: rows of many feeds
-            perm = np.random.default_rng(0).permutation(len(arrays["user"]))
-            arrays = {k: v[perm] for k, v in arrays.items()}
+        arrays = step_batch(s, s.train.batch_size, seed=3)
         ds = ArrayDataset(arrays)
         run = _Run(s, TrainingData(ds, ds.subset(np.arange(0)), ["bench"], "bench"), ctx,
                    build_objects(s, {}, DEFAULT_BUILDER, DEFAULT_LOSS), Path(tmpdir) / "ckpt", DEFAULT_BUILDER)

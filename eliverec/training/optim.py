@@ -56,10 +56,6 @@ class SplitOptimizer:
     def param_groups(self) -> list[dict[str, Any]]:
         return [g for o in self.parts for g in o.param_groups]
 
-    @property
-    def state(self) -> dict[Any, Any]:
-        return {k: v for o in self.parts for k, v in o.state.items()}
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         for o in self.parts:
             o.zero_grad(set_to_none=set_to_none)
