@@ -34,6 +34,7 @@ from eliverec.training import checkpoint as ckpt
 from eliverec.training.data import ArrayDataset, TrainingData, load_training_data
 from eliverec.training.distributed import DistContext, setup, teardown
 from eliverec.training.optim import SplitOptimizer, clip_gradients, make_optimizer, make_sparse, use_sparse
+from eliverec.training.progress import ProgressLines
 from eliverec.training.pyfunc import resolve, task_outputs, to_tensor_batch
 
 DEFAULT_BUILDER = "eliverec.models:build_model"
@@ -400,15 +401,20 @@ def _reduce_parts(ctx: DistContext, sums: dict[str, float], count: int) -> dict[
 
 def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | None) -> None:
     """The epoch loop (from the restored position)."""
+    from rich.console import Console
     from rich.progress import Progress
 
     cfg, st, ctx = run.settings.train, run.state, run.ctx
     run.started = time.perf_counter() - st.seconds  # the budget counts training, not setup (and earlier segments)
     sums: dict[str, float] = {}
     count, samples, data_time, t_window = 0, 0, 0.0, time.perf_counter()
-    with Progress(disable=not ctx.is_main, transient=True) as bar:
+    console = Console()
+    lines = ProgressLines(enabled=ctx.is_main and not console.is_terminal, epochs=cfg.epochs, steps_per_epoch=0,
+                          max_minutes=cfg.max_minutes, first_step=st.step, spent_s=st.seconds)
+    with Progress(console=console, disable=not ctx.is_main, transient=True) as bar:
         while st.epoch < cfg.epochs and not st.stopped_early and not run.out_of_budget():
             loader = train_loader(run.data.train, run.settings, ctx, st.epoch, st.batch, run.feeds)
+            lines.steps_per_epoch = lines.steps_per_epoch or len(loader) + st.batch
             task = bar.add_task(f"epoch {st.epoch + 1}/{cfg.epochs}", total=len(loader) + st.batch,
                                 completed=st.batch)
             t_fetch = time.perf_counter()
@@ -426,11 +432,13 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
                     logged.update({"perf/samples_per_s": samples / max(elapsed, 1e-9),
                                    "perf/data_share": data_time / max(elapsed, 1e-9), "epoch": float(st.epoch)})
                     tracker.log_metrics(logged, step=st.step)
+                    lines.window(st.step, st.epoch, logged)
                     sums, count, samples, data_time, t_window = {}, 0, 0, 0.0, time.perf_counter()
                 stop = False
                 if cfg.eval_every > 0 and st.step % cfg.eval_every == 0:
                     stop = run.validate()
                     tracker.log_metrics({k: v for k, v in st.history[-1].items() if k != "step"}, step=st.step)
+                    lines.validation(st.step, st.epoch, st.history[-1].get("val/auc"), _best(st))
                 if cfg.checkpoint_every > 0 and st.step % cfg.checkpoint_every == 0:
                     run.save()
                 bar.advance(task)
@@ -443,6 +451,7 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
                 st.epoch, st.batch = st.epoch + 1, 0
                 run.validate()
                 tracker.log_metrics({k: v for k, v in st.history[-1].items() if k != "step"}, step=st.step)
+                lines.validation(st.step, st.epoch - 1, st.history[-1].get("val/auc"), _best(st))
             if st.stop_reason in ("max_steps", "time_budget") and (not st.history or st.history[-1]["step"] < st.step):
                 reason = st.stop_reason
                 run.validate()  # the weights at the budget's end compete with the best ones seen
@@ -451,6 +460,11 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
             run.save()
             ctx.barrier()
         st.stop_reason = st.stop_reason or "epochs"
+
+
+def _best(st: Any) -> float | None:
+    """The best validation AUC so far (None before the first validation)."""
+    return float(st.best) if st.best_step >= 0 else None
 
 
 def _final_metrics(run: _Run) -> dict[str, float]:

@@ -133,3 +133,15 @@ def test_missing_model_package_is_a_clear_error(tmp_path: Path) -> None:
     s, dates = toy_world(tmp_path)
     with pytest.raises(EliverecError, match="cannot import the model code"):
         train(s, end_date=dates[-1], builder="eliverec.no_such_models:build_model", loss_builder=LOSS)
+
+
+def test_off_a_terminal_progress_comes_as_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # under pytest the console is not a terminal: no live bar, but a line per validation with the time left
+    s, dates = toy_world(tmp_path, "tracking.log_model=false", "train.eval_every=3", "train.epochs=2")
+    res = train(s, end_date=dates[-1], **TOY)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train: ")]
+    validations = [ln for ln in lines if "validation AUC" in ln]
+    assert res.steps >= 6 and len(validations) >= res.steps // 3
+    assert any("epoch 1/2" in ln for ln in validations) and any("epoch 2/2" in ln for ln in validations)
+    assert all("time left" in ln and "/2 step " in ln for ln in validations)
+    assert "(best " in validations[-1]
