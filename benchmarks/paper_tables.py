@@ -105,6 +105,9 @@ CONFIDENCE = 0.95
 BOOT_SEED = 12345  # the bootstrap's own seed (the same draws for every model of a seed)
 # train settings that do not change what a cell learns (left out of its fingerprint)
 NOT_LEARNING = ("threads", "num_workers", "log_every", "checkpoint_every")
+# model settings only ETA reads, left out of the other cells' fingerprints (a new ETA setting reruns ETA
+# alone; eta_topk and eta_hash_bits stay in every fingerprint: the recorded cells were made with them)
+ETA_ONLY = ("eta_retrieve_above",)
 
 # (table, group, row label, registry model name, model.mtl)
 ROWS: list[tuple[str, str, str, str, str]] = [
@@ -204,7 +207,8 @@ def cell_fingerprint(settings: Any, model: str, mtl: str) -> str:
     """What a cell's result depends on: its data, model and training settings (not threads or logging)."""
     tree = cell_settings(settings, model, mtl).section_dict()
     train = {k: v for k, v in tree["train"].items() if k not in NOT_LEARNING}
-    return fingerprint({"data": data_fingerprint(settings), "model": tree["model"], "train": train})
+    own = {k: v for k, v in tree["model"].items() if k not in ETA_ONLY or model.startswith("eta")}
+    return fingerprint({"data": data_fingerprint(settings), "model": own, "train": train})
 
 
 def prepare(settings: Any) -> str:
