@@ -127,7 +127,7 @@ ModelName = Literal[
     "eliverec", "eliverec_wo_m", "eliverec_vanilla", "eliverec_wo_p", "eliverec_wo_c", "eliverec_wo_n",
     "eliverec_wo_d", "eliverec_cos", "eliverec_euc", "eliverec_sr", "eliverec_din", "eliverec_hgn",
     "wdl", "wdl_dual", "din", "din_dual", "dien", "dien_dual", "hgn", "hgn_dual", "bst", "bst_dual",
-    "eta", "eta_dual",
+    "eta", "eta_dual", "can", "can_dual", "minet", "dasl", "conet", "dtcdr", "ddtcdr",
 ]
 """Registered model names (``eliverec.models.MODELS`` has exactly these keys; a test checks it)."""
 
@@ -168,6 +168,7 @@ class ModelConfig(Section):
     expert_dim: int = Field(ge=1)
     eta_topk: int = Field(ge=1)  # ETA: behaviours kept by SimHash retrieval
     eta_hash_bits: int = Field(ge=1, le=1024)
+    eta_retrieve_above: int = Field(default=64, ge=1)  # ETA: SimHash retrieval only for longer sequences
     serve_position: int = Field(ge=0)  # feed position used at serving (trained with the real one)
     position_bias: Literal["input", "additive", "pal"] = "input"  # how the position enters (models/base.py)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,13 +22,16 @@ class DIEN(RankingModel):
     dual = False
     AUX_ALPHA = 1.0
 
-    def __init__(self, cfg: ModelConfig, vocab: Mapping[str, int], seq_len: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, vocab: Mapping[str, int], seq_len: int, extra_dims: Sequence[int] = ()
+    ) -> None:
+        """``extra_dims``: widths of features a subclass appends to ``encode``'s (CAN's co-action)."""
         super().__init__(cfg, vocab, seq_len)
         d = cfg.dim
         self.gru = nn.ModuleDict({k: MaskedGRU(d) for k in self.domains})
         self.att_w = nn.ModuleDict({k: nn.Linear(d, d, bias=False) for k in self.domains})
         self.augru = nn.ModuleDict({k: AUGRU(d) for k in self.domains})
-        self.finish([STATIC_FIELDS * d, d] + [d] * len(self.domains))
+        self.finish([STATIC_FIELDS * d, d] + [d] * len(self.domains) + list(extra_dims))
 
     def user_state(self, seqs: dict[str, Tensor]) -> dict[str, Tensor]:
         state = dict(seqs)

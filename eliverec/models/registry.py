@@ -10,8 +10,10 @@ Names (also ``eliverec.config.ModelName``):
 | | no disentangled encoder |
 | ``eliverec_cos`` / ``_euc`` / ``_sr`` | Table III: cosine / euclidean instead of InfoNCE / extra SR regulariser |
 | ``eliverec_din`` / ``eliverec_hgn`` | Fig. 5: DIN- or HGN-style basic sequence encoder |
-| ``wdl``, ``din``, ``dien``, ``hgn``, ``bst``, ``eta`` | single-sequence (live only) baselines (Table II) |
+| ``wdl``, ``din``, ``dien``, ``hgn``, ``bst``, ``eta``, ``can`` | single-sequence (live only) baselines (Table II) |
 | ``<baseline>_dual`` | the same with the product sequence too ("Dual CTR Model") |
+| ``minet``, ``dasl``, ``conet``, ``dtcdr``, ``ddtcdr`` | cross-domain baselines (Table II; MiNet also Table IV): |
+| | MiNet, DASL, CoNet+, DTCDR+, DDTCDR+, always with both sequences |
 
 Baselines take ``model.mtl`` from config like eLiveRec (``single`` for Table II, ``vanilla`` /
 ``adaptive`` for Table IV: MMoE heads on the shared representation).
@@ -24,11 +26,17 @@ from typing import Any, get_args
 from eliverec.config import ModelConfig, ModelName
 from eliverec.models.base import RankingModel
 from eliverec.models.bst import BST
+from eliverec.models.can import CAN
+from eliverec.models.conet import CoNet
+from eliverec.models.dasl import DASL
+from eliverec.models.ddtcdr import DDTCDR
 from eliverec.models.dien import DIEN
 from eliverec.models.din import DIN
+from eliverec.models.dtcdr import DTCDR
 from eliverec.models.eliverec import ELiveRec
 from eliverec.models.eta import ETA
 from eliverec.models.hgn import HGN
+from eliverec.models.minet import MiNet
 from eliverec.models.wdl import WDL
 
 
@@ -57,9 +65,11 @@ ELIVEREC_VARIANTS: dict[str, dict[str, Any]] = {
 def _registry() -> dict[str, type[RankingModel]]:
     models: dict[str, type[RankingModel]] = {"eliverec": ELiveRec}
     models.update({n: _variant(ELiveRec, n, **p) for n, p in ELIVEREC_VARIANTS.items()})
-    for base in (WDL, DIN, DIEN, HGN, BST, ETA):
+    for base in (WDL, DIN, DIEN, HGN, BST, ETA, CAN):
         models[base.name] = base
         models[f"{base.name}_dual"] = _variant(base, f"{base.name}_dual", dual=True)
+    for cross in (MiNet, DASL, CoNet, DTCDR, DDTCDR):  # cross-domain models: both domains by design
+        models[cross.name] = cross
     return models
 
 

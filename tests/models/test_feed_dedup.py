@@ -18,7 +18,8 @@ def feeds_batch(feeds: int = 5, size: int = 4) -> dict[str, torch.Tensor]:
     return b
 
 
-@pytest.mark.parametrize("name", ["eliverec", "eta_dual", "dien_dual", "hgn", "bst_dual"])
+@pytest.mark.parametrize("name", ["eliverec", "eta_dual", "dien_dual", "hgn", "bst_dual", "can_dual", "minet", "dasl",
+                                  "conet", "dtcdr", "ddtcdr"])
 def test_per_feed_state_matches_per_row_state(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(settings_for(name), small_vocab(), SEQ_LEN).eval()

@@ -21,7 +21,9 @@ def make(name: str, **model) -> torch.nn.Module:
 
 
 def test_registry_matches_config_literal_and_presets_apply() -> None:
-    assert set(NAMES) == set(get_args(ModelName)) and len(NAMES) == 24
+    assert set(NAMES) == set(get_args(ModelName))
+    assert {"can", "can_dual", "minet", "dasl", "conet", "dtcdr", "ddtcdr"} <= set(NAMES)  # issue 14
+    assert MODELS["minet"].dual and MODELS["can_dual"].dual and not MODELS["can"].dual
     assert effective_model_config(settings_for("eliverec_wo_c").model).dcor is False
     assert effective_model_config(settings_for("eliverec_wo_m").model).mtl == "single"
     assert MODELS["din_dual"].dual and not MODELS["din"].dual
@@ -59,7 +61,8 @@ def test_output_contract_and_all_padding_no_nan(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["eliverec", "eliverec_wo_p", "eliverec_din", "eliverec_hgn", "din_dual",
-                                  "dien_dual", "bst_dual", "eta_dual", "wdl_dual", "hgn_dual"])
+                                  "dien_dual", "bst_dual", "eta_dual", "wdl_dual", "hgn_dual", "can_dual",
+                                  "minet", "dasl", "conet", "dtcdr", "ddtcdr"])
 def test_gradient_reaches_every_parameter(name: str) -> None:
     model = make(name)
     loss = MultiTaskLoss(settings_for(name))
@@ -88,7 +91,8 @@ def test_determinism_for_a_seed() -> None:
     assert not torch.equal(a.tower.net[0].weight, other.tower.net[0].weight)
 
 
-@pytest.mark.parametrize("name", ["eliverec", "eliverec_wo_d", "dien_dual", "bst_dual", "eta", "eliverec_wo_m"])
+@pytest.mark.parametrize("name", ["eliverec", "eliverec_wo_d", "dien_dual", "bst_dual", "eta", "eliverec_wo_m",
+                                  "can_dual", "minet", "dasl", "conet", "dtcdr", "ddtcdr"])
 def test_score_shares_user_state_and_uses_fixed_position(name: str) -> None:
     model = make(name)
     b = batch(6)
