@@ -327,6 +327,31 @@ def evaluate_cmd(
         write_result(out, {key: v for key, v in m.items() if v is not None})
 
 
+@app.command("ope")
+@friendly_errors
+def ope_cmd(
+    candidate: Annotated[str, typer.Option("--candidate", help="Model URI: models:/NAME@ALIAS, runs:/ID/model")],
+    date: Annotated[str, typer.Option("--date", help="A day logged by the stochastic logging policy (YYYY-MM-DD).")],
+    champion: Annotated[
+        str | None, typer.Option("--champion", help="Champion URI (default: the registry's champion alias).")
+    ] = None,
+    profile: ProfileOpt = None, data_dir: DataDirOpt = None, overrides: SetOpt = None, params: ParamsOpt = None,
+) -> None:
+    """Off-policy estimate of watches per feed: candidate, champion, their difference, effective sample size."""
+    from eliverec.evaluation.offpolicy import run_ope
+
+    s = settings(profile, data_dir, overrides, params)
+    r = run_ope(s, candidate, date, champion)
+    est = r["watch"][s.ope.estimator]
+    c, d = est["candidate"], est.get("difference")
+    typer.echo(f"{s.ope.estimator}: candidate {c['value']:.4f} [{c['low']:.4f}, {c['high']:.4f}] watches per feed "
+               f"(ESS {c['ess']:.0f} of {r['feeds']} feeds; logged policy {r['watch']['logged']:.4f})")
+    if d is not None:
+        h = est["champion"]
+        typer.echo(f"champion {h['value']:.4f}; difference {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+    typer.echo(f"report: {r['paths']['markdown']}")
+
+
 @app.command("features")
 @friendly_errors
 def features_cmd(

@@ -276,6 +276,19 @@ class GateConfig(Section):
     latency_candidates: int = Field(ge=1)
     bootstrap_samples: int = Field(ge=10)
     confidence: float = Field(gt=0.5, lt=1.0)
+    ope: bool = False  # also reject a candidate whose off-policy watch estimate is significantly below the champion's
+
+
+# --------------------------------------------------------------------------- off-policy evaluation
+class OpeConfig(Section):
+    """Off-policy estimates from logged propensities (``eliverec ope``; ``eliverec.evaluation.offpolicy``)."""
+
+    estimator: Literal["ips", "snips", "dr"] = "snips"  # the one the gate uses (best measured coverage)
+    clip: float = Field(default=100.0, gt=0.0)  # importance weights are cut at this
+    level: float = Field(default=0.9, gt=0.5, lt=1.0)  # two-sided level of the bootstrap intervals
+    bootstrap: int = Field(default=200, ge=10)  # user-level bootstrap resamples
+    mc_samples: int = Field(default=512, ge=16)  # PL rankings per matched feed for marginals of feeds > 10 wide
+    max_feeds: int = Field(default=20000, ge=1)  # feeds of the day used (whole users, seeded sample above this)
 
 
 # --------------------------------------------------------------------------- serving
@@ -393,6 +406,7 @@ class Settings(Section):
     flows: FlowsConfig
     validation: ValidateConfig = ValidateConfig()
     monitor: MonitorConfig = MonitorConfig()
+    ope: OpeConfig = OpeConfig()
     tuned: dict[str, TunedValues] = Field(default_factory=dict)  # model name -> values from `eliverec tune`
     explicit: tuple[str, ...] = ()  # dotted keys set by --set overrides: they win over tuned values
     untuned: dict[str, Any] = Field(default_factory=dict)  # dotted key -> the value apply_tuned replaced

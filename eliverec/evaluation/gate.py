@@ -14,6 +14,8 @@ same held-out day in one run and applies these checks (thresholds in ``params.ya
 - ``finite``: no NaN or infinite output on the whole day.
 - ``latency``: p99 time to score one request of ``latency_candidates`` candidates (the pyfunc
   model, one user, in process) within ``latency_budget_ms``.
+- ``ope/watch`` (only with ``gate.ope: true``): the off-policy estimate of watches per feed
+  (``ope.estimator``, :mod:`eliverec.evaluation.offpolicy`) may not be significantly below the champion's.
 
 Every model is scored at its serving position (``model.serve_position``, what users will get), and
 the primary, segment and bootstrap checks read those scores: the logged feed position carries the
@@ -244,6 +246,8 @@ def gate(
         # the comparison reads the serving position only (calibration is a check of the candidate alone)
         champ_frame, _ = score_day(settings, load_model(settings, champion_uri), test, logged=False)
     checks, cand, champ = decide(cand_frame, champ_frame, users, channels, finite, latency, settings)
+    if settings.gate.ope:
+        checks.append(ope_check(settings, date, cand_model, champion_uri))
     result = GateResult(all(c.passed for c in checks), candidate_uri, champion_uri, date, checks, cand, champ, {},
                         training_note(settings, run_id, version))
     result.paths = _write(settings, result, version)
@@ -265,6 +269,24 @@ def decide(
                                 settings.gate.bootstrap_samples, settings.gate.confidence, settings.seed)
     checks = compare(cand, champ, boot, settings) + absolute_checks(cand, finite, latency_p99_ms, settings)
     return checks, cand, champ
+
+
+def ope_check(settings: Settings, date: str, cand_model: Any, champion_uri: str | None) -> Check:
+    """``ope/watch`` (with ``gate.ope``): fail when the candidate's off-policy watches per feed
+    (``ope.estimator``) are significantly below the champion's (the difference's interval lies below 0)."""
+    from eliverec.evaluation.evaluate import load_model
+    from eliverec.evaluation.offpolicy import evaluate_models, significantly_below
+
+    est = settings.ope.estimator
+    if champion_uri is None:
+        return Check("ope/watch", True, None, None, "none yet", "no champion: the off-policy check is skipped")
+    res = evaluate_models(settings, date, cand_model, load_model(settings, champion_uri))
+    r = res["watch"][est]
+    d = r["difference"]
+    return Check("ope/watch", not significantly_below(res, est), r["candidate"]["value"], r["champion"]["value"],
+                 f"{settings.ope.level:.0%} CI upper bound of difference >= 0",
+                 f"{est} watches per feed, diff {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], "
+                 f"ESS {r['candidate']['ess']:.0f} of {res['feeds']} feeds")
 
 
 def training_note(settings: Settings, run_id: str | None, version: str | None) -> str:

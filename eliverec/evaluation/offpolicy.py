@@ -51,6 +51,7 @@ from typing import Literal
 
 import numpy as np
 
+from eliverec.config import Settings
 from eliverec.errors import DataError
 
 Estimator = Literal["ips", "snips", "dr"]
@@ -128,34 +129,80 @@ def pl_weights(cond: np.ndarray) -> np.ndarray:
     return w
 
 
+#: Feeds up to this wide get exact marginals (a dynamic programme over the 2^width subsets of the
+#: shown channels); wider ones Monte Carlo.
+EXACT_WIDTH = 10
+
+
 def marginal_propensity(cond: np.ndarray, pool: np.ndarray, samples: int, rng: np.random.Generator,
-                        budget: int = 20_000_000) -> np.ndarray:
-    """Monte Carlo marginal ``mu(c, k | x)`` of each shown channel at its logged position (module docstring).
+                        feeds: np.ndarray | None = None, budget: int = 20_000_000) -> np.ndarray:
+    """Marginal ``mu(c, k | x)`` of each shown channel at its logged position (module docstring).
 
     The unshown mass ``R`` is split evenly over ``pool - shown`` channels (one channel when the pool
     says none is left but ``R > 0``). Returns (feeds, width), 0 where nothing was shown. The first
-    position is exact: ``mu = p_1``. Work is chunked so one chunk holds about ``budget`` comparisons.
+    position is exact from the log (``mu = p_1``); the others are exact given that even split
+    (:func:`_exact_positions`) for feeds up to ``EXACT_WIDTH`` wide, else the share of ``samples``
+    Monte Carlo PL rankings. ``feeds`` (bool per feed) limits the work to the feeds whose marginals
+    are needed (where a candidate matches a logged impression; the others get only the first position).
+    Work is chunked so one chunk holds about ``budget`` numbers.
     """
     w = pl_weights(cond)
     shown = cond > 0
-    m = shown.sum(1)
     rest_mass = np.clip(1.0 - w.sum(1), 0.0, 1.0)
-    n_rest = np.where(rest_mass > 1e-12, np.maximum(pool - m, 1), 0)
+    n_rest = np.where(rest_mass > 1e-12, np.maximum(pool - shown.sum(1), 1), 0)
     out = np.zeros_like(cond)
     width = cond.shape[1]
-    chunk = max(1, budget // (samples * width * (width + int(n_rest.max(initial=0)))))  # bounded memory
-    for lo in range(0, cond.shape[0], chunk):
-        sl = slice(lo, min(lo + chunk, cond.shape[0]))
-        out[sl] = _mc_positions(w[sl], shown[sl], rest_mass[sl], n_rest[sl], samples, rng, width)
+    todo = np.flatnonzero(np.ones(cond.shape[0], bool) if feeds is None else feeds)
+    exact = width <= EXACT_WIDTH
+    per_feed = (2**width) * (width + 1) if exact else samples * width * (width + int(n_rest.max(initial=0)))
+    chunk = max(1, budget // per_feed)
+    for lo in range(0, todo.size, chunk):
+        rows = todo[lo : lo + chunk]
+        if exact:
+            out[rows] = _exact_positions(w[rows], rest_mass[rows], n_rest[rows])
+        else:
+            out[rows] = _mc_positions(w[rows], shown[rows], rest_mass[rows], n_rest[rows], samples, rng, width)
     out[:, 0] = cond[:, 0]
-    return np.where(shown, np.maximum(out, 1.0 / (samples + 1)), 0.0)
+    floor = 0.0 if exact else 1.0 / (samples + 1)
+    return np.where(shown, np.maximum(out, floor), 0.0)
+
+
+def _exact_positions(w: np.ndarray, rest: np.ndarray, n_rest: np.ndarray) -> np.ndarray:
+    """PL probability that shown channel ``i`` lands at position ``i``, the rest mass split evenly.
+
+    ``f[S, j]`` is the probability that the first ``|S| + j`` draws are the shown channels ``S`` (in
+    any order) and ``j`` of the ``n_rest`` equal rest channels; each draw takes channel ``i`` w.p.
+    ``w_i / (1 - W(S) - j r)`` with ``r = R / n_rest`` (the PL chain rule, Plackett 1975).
+    """
+    f_n, k = w.shape
+    r = np.where(n_rest > 0, rest / np.maximum(n_rest, 1), 0.0)
+    masks = np.arange(2**k)
+    bits = (masks[:, None] >> np.arange(k)[None, :]) & 1  # (2^k, k)
+    size = bits.sum(1)
+    weight_of = w @ bits.T  # (F, 2^k): W(S)
+    f = np.zeros((f_n, 2**k, k + 1))
+    f[:, 0, 0] = 1.0
+    mu = np.zeros((f_n, k, k))
+    for m in masks.tolist():
+        for j in range(k - int(size[m])):
+            val = f[:, m, j]
+            if not val.any():
+                continue
+            left = np.maximum(1.0 - weight_of[:, m] - j * r, 1e-300)
+            at = int(size[m]) + j
+            for i in np.flatnonzero(bits[m] == 0).tolist():
+                step = val * w[:, i] / left
+                f[:, m | (1 << i), j] += step
+                mu[:, i, at] += step
+            f[:, m, j + 1] += val * np.maximum(n_rest - j, 0) * r / left
+    return mu[:, np.arange(k), np.arange(k)]
 
 
 def _mc_positions(w: np.ndarray, shown: np.ndarray, rest: np.ndarray, n_rest: np.ndarray, samples: int,
                   rng: np.random.Generator, width: int) -> np.ndarray:
     """Share of ``samples`` Gumbel-top-k PL rankings that put shown channel ``j`` at position ``j``."""
     f, k = w.shape
-    r_max = int(n_rest.max()) if n_rest.size else 0
+    r_max = int(n_rest.max(initial=0))
     logw = np.full((f, k + r_max), -np.inf)
     logw[:, :k] = np.where(shown, np.log(np.where(shown, w, 1.0)), -np.inf)
     if r_max:
@@ -203,7 +250,11 @@ class Estimate:
 def importance_weights(logs: LoggedFeeds, target: Target, mu: np.ndarray, clip: float) -> np.ndarray:
     """Per-impression ``min(nu / mu, clip)`` (``mu`` as a (feeds, width) matrix)."""
     m = mu[logs.feed, logs.position]
-    return np.minimum(np.asarray(target.match, np.float64) / m, clip)
+    nu = np.asarray(target.match, np.float64)
+    if ((nu > 0) & ~(m > 0)).any():
+        raise ValueError("a matched impression has no marginal propensity: compute mu for every matched feed "
+                         "(marginal_propensity(..., feeds=needed_feeds(logs, targets)))")
+    return np.minimum(np.divide(nu, m, out=np.zeros_like(nu), where=nu > 0), clip)
 
 
 def effective_sample_size(weights: np.ndarray) -> float:
@@ -301,3 +352,288 @@ def deterministic_match(logs: LoggedFeeds, ranking: np.ndarray, channel: np.ndar
     out = np.zeros(k.size)
     out[ok] = ranking[logs.feed[ok], k[ok]] == channel[ok]
     return out
+
+
+def needed_feeds(logs: LoggedFeeds, targets: list[Target]) -> np.ndarray:
+    """Feeds where some target matches a logged impression (only their marginals are used)."""
+    out = np.zeros(logs.n_feeds, bool)
+    for t in targets:
+        out[logs.feed[np.asarray(t.match) > 0]] = True
+    return out
+
+
+# --------------------------------------------------------------------------- logged days and candidates
+REWARD_LABELS: tuple[str, ...] = ("watch", "goods_bag")
+#: Batch keys that describe the target channel (the rest of a row describes the user and the request).
+CHANNEL_KEYS: tuple[str, ...] = ("channel", "dynamic", "dynamic_cats")
+NOT_INPUTS: tuple[str, ...] = ("watch", "stay_time", "goods_bag", "product_click", "ts")
+
+
+@dataclass(frozen=True)
+class DayFeeds:
+    """One logged day prepared for off-policy evaluation (impressions of the feeds kept, in feed order).
+
+    ``rows``: dataset row of every impression; ``channel``: its channel code; ``feed_row`` (F,): a row
+    of each feed (its user and request features); ``pool_codes`` / ``pool_rows`` (F, P): the channels
+    the candidate ranks for the feed (every channel impressed on the day in the feed's stats slot, a
+    stand-in for the live set) and a row carrying each one's features (-1 = padding).
+    """
+
+    logs: dict[str, LoggedFeeds]
+    rows: np.ndarray
+    channel: np.ndarray
+    feed_row: np.ndarray
+    pool_codes: np.ndarray
+    pool_rows: np.ndarray
+    dataset: object
+    dropped_feeds: int
+
+
+def load_day_feeds(settings: Settings, date: str, max_feeds: int, seed: int) -> DayFeeds:
+    """The feeds of ``date`` with their logged propensities (features of the day + its bronze impressions).
+
+    Feeds whose positions do not start at 0 or have gaps are dropped (their PL weights, eq. 1, would be
+    wrong); above ``max_feeds`` feeds, whole users are sampled (seeded). Errors name the file and the fix.
+    """
+    import pandas as pd
+
+    from eliverec.training.data import load_days
+
+    ds = load_days(settings.data_dir, [date])  # a DataError naming the folder when the day is missing
+    full = _impressions_with_propensity(settings, date)
+    full["feed"], _ = pd.factorize(full["request_id"])
+    full["row"] = np.arange(len(full))
+    full["code"], _ = pd.factorize(full["channel_id"])
+    slot_ms = settings.world.stats_interval_min * 60_000
+    full["slot"] = full.groupby("feed")["ts"].transform("min") // slot_ms  # a feed's slot: its request time
+    t = _complete_feeds(full)
+    dropped = int(t.attrs.get("dropped", 0))
+    t = _sample_users(t, max_feeds, seed)
+    t["feed"], _ = pd.factorize(t["feed"])
+    t["user"], _ = pd.factorize(t["user_id"])
+    pool_codes, pool_rows = _slot_pools(full, t.drop_duplicates("feed")["slot"].to_numpy())
+    source = f"{settings.data_dir}/bronze/{date}/impression.parquet"
+    feed, pos = t["feed"].to_numpy(np.int64), t["position"].to_numpy(np.int64)
+    user = t["user"].to_numpy(np.int64)
+    pool = (pool_codes >= 0).sum(1)
+    logs = {key: LoggedFeeds(feed, user, pos, t["propensity"].to_numpy(np.float64),
+                             np.asarray(ds.column(key))[t["row"].to_numpy()].astype(np.float64), pool, source)
+            for key in REWARD_LABELS}
+    logs["watch"].check()
+    first = t.drop_duplicates("feed").sort_values("feed")["row"].to_numpy(np.int64)
+    return DayFeeds(logs, t["row"].to_numpy(np.int64), t["code"].to_numpy(np.int64), first, pool_codes, pool_rows,
+                    ds, dropped)
+
+
+def _impressions_with_propensity(settings: Settings, date: str):  # -> pd.DataFrame
+    """``samples.parquet`` ids (row order = tensor rows) joined with the bronze impressions' propensities."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from eliverec.features.bronze import read_event
+    from eliverec.training.data import day_dir
+
+    cols = ["request_id", "user_id", "channel_id", "position", "ts"]
+    t = pq.read_table(day_dir(settings.data_dir, date) / "samples.parquet", columns=cols).to_pandas()
+    if t.empty:
+        raise DataError(f"{day_dir(settings.data_dir, date)}: no logged impressions on {date}; choose a day with logs")
+    key = ["request_id", "channel_id", "position"]
+    prop = read_event(settings.data_dir, dt.date.fromisoformat(date), "impression", [*key, "propensity"])
+    prop = prop.to_pandas().drop_duplicates(key)
+    t = t.merge(prop, on=key, how="left", validate="many_to_one")
+    source = f"{settings.data_dir}/bronze/{date}/impression.parquet"
+    p = t["propensity"].to_numpy(np.float64)
+    if np.isnan(p).all():
+        raise DataError(f"{source}: no impression of {date} carries a propensity; off-policy evaluation needs days "
+                        "logged by the stochastic logging policy (re-ingest raw logs that record it)")
+    if np.mean(p[t["position"].to_numpy() > 0] == 1.0) > 0.5:
+        raise DataError(f"{source}: most impressions below the top have propensity 1, so {date} was served by a "
+                        "deterministic ranker (the A/B service): no other ranking had a chance to be logged. "
+                        "Evaluate on a day of the stochastic logging policy")
+    return t
+
+
+def _complete_feeds(t):  # (pd.DataFrame) -> pd.DataFrame
+    """Keep feeds whose positions are exactly 0..n-1 (a quarantined impression leaves a gap)."""
+    g = t.groupby("feed")["position"]
+    ok = (g.transform("min") == 0) & (g.transform("max") == g.transform("size") - 1) & (g.transform("nunique")
+                                                                                      == g.transform("size"))
+    out = t[ok.to_numpy()].sort_values(["feed", "position"], kind="stable").reset_index(drop=True)
+    out.attrs["dropped"] = int(t.loc[~ok.to_numpy(), "feed"].nunique())
+    return out
+
+
+def _sample_users(t, max_feeds: int, seed: int):  # (pd.DataFrame) -> pd.DataFrame
+    """Whole users, in a seeded random order, until ``max_feeds`` feeds are taken."""
+    per_user = t.groupby("user_id")["feed"].nunique()
+    if per_user.sum() <= max_feeds:
+        return t
+    order = per_user.sample(frac=1.0, random_state=seed)
+    keep = order.index[order.cumsum().to_numpy() <= max(max_feeds, int(order.iloc[0]))]
+    return t[t["user_id"].isin(keep)].reset_index(drop=True)
+
+
+def _slot_pools(full, feed_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # full: pd.DataFrame
+    """Per feed, the channels impressed on the day in its stats slot and a row of each (padded with -1)."""
+    first = full.drop_duplicates(["slot", "code"]).sort_values(["slot", "code"])
+    slots, start = np.unique(first["slot"].to_numpy(), return_index=True)
+    sizes = np.diff(np.append(start, len(first)))
+    grid_codes = np.full((slots.size, int(sizes.max())), -1, np.int64)
+    grid_rows = np.full_like(grid_codes, -1)
+    col = np.arange(len(first)) - np.repeat(start, sizes)
+    which = np.repeat(np.arange(slots.size), sizes)
+    grid_codes[which, col], grid_rows[which, col] = first["code"].to_numpy(), first["row"].to_numpy()
+    at = np.searchsorted(slots, feed_slot)
+    return grid_codes[at], grid_rows[at]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A candidate's ranking of every feed's pool (channel codes, F x width, -1 = none) and its predictions:
+    ``q_target[label]`` (F, width) of the channel it puts at each position, ``q_logged[label]`` per impression."""
+
+    codes: np.ndarray
+    q_target: dict[str, np.ndarray]
+    q_logged: dict[str, np.ndarray]
+
+
+def _inputs(ds: object, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in ds[rows].items() if k not in NOT_INPUTS}  # type: ignore[index]
+
+
+def _pairs(ds: object, user_rows: np.ndarray, channel_rows: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
+    """Model inputs pairing each user/request row with another row's channel features, at ``position``."""
+    batch = _inputs(ds, user_rows)
+    other = _inputs(ds, channel_rows)
+    for key in CHANNEL_KEYS:
+        if key in other:
+            batch[key] = other[key]
+    dtype = batch["position"].dtype  # the model's signature fixes it
+    batch["position"] = np.broadcast_to(np.asarray(position), user_rows.shape).astype(dtype)
+    return batch
+
+
+def rank_feeds(model: object, day: DayFeeds, width: int, serve_position: int, chunk: int = 32768) -> Ranked:
+    """Score every feed's pool at the serving position (as serving ranks), keep the top ``width``, and
+    predict each kept channel at the position it gets (the ``dr`` reward model)."""
+    n_feeds, n_pool = day.pool_codes.shape
+    codes = np.full((n_feeds, width), -1, np.int64)
+    rows = np.full((n_feeds, width), -1, np.int64)
+    step = max(1, chunk // n_pool)
+    for lo in range(0, n_feeds, step):
+        f = np.arange(lo, min(n_feeds, lo + step))
+        fi, pj = np.nonzero(day.pool_rows[f] >= 0)
+        pred = model.predict(_pairs(day.dataset, day.feed_row[f][fi], day.pool_rows[f][fi, pj], serve_position))
+        score = np.full((f.size, n_pool), -np.inf)
+        score[fi, pj] = np.asarray(pred["watch"], np.float64)
+        col = np.argsort(-score, axis=1, kind="stable")[:, :width]
+        keep = np.isfinite(np.take_along_axis(score, col, 1))
+        codes[f, : col.shape[1]] = np.where(keep, np.take_along_axis(day.pool_codes[f], col, 1), -1)
+        rows[f, : col.shape[1]] = np.where(keep, np.take_along_axis(day.pool_rows[f], col, 1), -1)
+    q_target = {label: np.zeros((n_feeds, width)) for label in REWARD_LABELS}
+    fi, k = np.nonzero(codes >= 0)
+    for lo in range(0, fi.size, chunk):
+        sl = slice(lo, lo + chunk)
+        pred = model.predict(_pairs(day.dataset, day.feed_row[fi[sl]], rows[fi[sl], k[sl]], k[sl]))
+        for label in REWARD_LABELS:
+            q_target[label][fi[sl], k[sl]] = np.asarray(pred[label], np.float64)
+    q_logged = {label: np.zeros(day.rows.size) for label in REWARD_LABELS}
+    for lo in range(0, day.rows.size, chunk):
+        pred = model.predict(_inputs(day.dataset, day.rows[lo : lo + chunk]))
+        for label in REWARD_LABELS:
+            q_logged[label][lo : lo + chunk] = np.asarray(pred[label], np.float64)
+    return Ranked(codes, q_target, q_logged)
+
+
+def targets_of(day: DayFeeds, ranked: Ranked) -> dict[str, Target]:
+    """Per reward, the :class:`Target` of a deterministic ranker from its :class:`Ranked` output."""
+    logs = day.logs[REWARD_LABELS[0]]
+    match = deterministic_match(logs, ranked.codes, day.channel)
+    return {label: Target(match, ranked.q_logged[label], ranked.q_target[label]) for label in REWARD_LABELS}
+
+
+def evaluate_models(settings: Settings, date: str, candidate: object, champion: object | None) -> dict[str, object]:
+    """Every estimator's estimate of the candidate (and champion, and their paired difference) on ``date``.
+
+    The gate reads ``["watch"][settings.ope.estimator]["difference"]``.
+    """
+    from eliverec.evaluation.evaluate import serve_position
+
+    cfg = settings.ope
+    day = load_day_feeds(settings, date, cfg.max_feeds, settings.seed)
+    logs = day.logs["watch"]
+    width = logs.width
+    models = {"candidate": candidate, "champion": champion}
+    tg = {name: targets_of(day, rank_feeds(m, day, width, serve_position(settings, m)))
+          for name, m in models.items() if m is not None}
+    rng = np.random.default_rng([settings.seed, 19])
+    mu = marginal_propensity(feed_matrix(logs, logs.propensity), logs.pool, cfg.mc_samples, rng,
+                             feeds=needed_feeds(logs, [t["watch"] for t in tg.values()]))
+    counts = bootstrap_counts(logs.n_users, cfg.bootstrap, rng)
+    out: dict[str, object] = {"date": date, "feeds": logs.n_feeds, "users": logs.n_users,
+                              "impressions": int(logs.feed.size), "dropped_feeds": day.dropped_feeds,
+                              "mean_pool": float(logs.pool.mean()), "gate_estimator": cfg.estimator,
+                              "clip": cfg.clip, "level": cfg.level}
+    for label in REWARD_LABELS:
+        lg = day.logs[label]
+        per: dict[str, object] = {"logged": float(lg.reward.sum() / lg.n_feeds)}
+        for est in ESTIMATORS:
+            if "champion" in tg:
+                per[est] = compare(lg, tg["candidate"][label], tg["champion"][label], mu, est, cfg.clip, counts,
+                                   cfg.level)
+            else:
+                per[est] = {"candidate": estimate(lg, tg["candidate"][label], mu, est, cfg.clip, counts,
+                                                  cfg.level).as_dict()}
+        out[label] = per
+    return out
+
+
+def significantly_below(result: dict[str, object], estimator: str) -> bool | None:
+    """Whether the candidate's watch estimate is significantly below the champion's (None: no champion)."""
+    diff = result["watch"][estimator].get("difference")  # type: ignore[index]
+    return None if diff is None else bool(diff["high"] < 0)
+
+
+def markdown(result: dict[str, object], candidate_uri: str, champion_uri: str | None) -> str:
+    """The report as a short markdown page."""
+    f = lambda v: f"{v:.4f}"  # noqa: E731
+    lines = [f"# Off-policy estimate: `{candidate_uri}` vs `{champion_uri or 'no champion'}` on {result['date']}", "",
+             f"{result['feeds']} logged feeds of {result['users']} users ({result['dropped_feeds']} feeds with gaps "
+             f"dropped); candidates rank a mean pool of {result['mean_pool']:.1f} channels; weights clipped at "
+             f"{result['clip']}; {result['level']:.0%} user-bootstrap intervals. The gate reads "
+             f"`{result['gate_estimator']}` on watches.", "",
+             "| reward | estimator | logged policy | candidate [interval] | champion [interval] "
+             "| difference [interval] | ESS (cand.) |", "|---|---|---|---|---|---|---|"]
+    for label in REWARD_LABELS:
+        per = result[label]
+        for est in ESTIMATORS:
+            r = per[est]  # type: ignore[index]
+            c, h, d = r["candidate"], r.get("champion"), r.get("difference")
+            cell = lambda e: "" if e is None else f"{f(e['value'])} [{f(e['low'])}, {f(e['high'])}]"  # noqa: E731
+            lines.append(f"| {label} | {est} | {f(per['logged'])} | {cell(c)} | {cell(h)} | {cell(d)} | "  # type: ignore[index]
+                         f"{c['ess']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_ope(settings: Settings, candidate_uri: str, date: str, champion_uri: str | None = None) -> dict[str, object]:
+    """``eliverec ope``: estimate candidate and champion on ``date``; write ``reports/ope/<date>/<name>.{json,md}``."""
+    import json
+    from pathlib import Path
+
+    from eliverec import registry
+    from eliverec.evaluation.evaluate import load_model, report_name
+
+    if champion_uri is None and registry.alias_version(settings, registry.CHAMPION) is not None:
+        champion_uri = f"models:/{settings.tracking.registered_model}@{registry.CHAMPION}"
+    candidate = load_model(settings, candidate_uri)
+    champion = load_model(settings, champion_uri) if champion_uri else None
+    result = evaluate_models(settings, date, candidate, champion)
+    result.update({"candidate_uri": candidate_uri, "champion_uri": champion_uri})
+    out = Path(settings.data_dir) / "reports" / "ope" / date
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{report_name(candidate_uri)}.json", "markdown": out / f"{report_name(candidate_uri)}.md"}
+    paths["json"].write_text(json.dumps(result, indent=2))
+    paths["markdown"].write_text(markdown(result, candidate_uri, champion_uri))
+    result["paths"] = {k: str(v) for k, v in paths.items()}
+    return result

@@ -11,7 +11,7 @@ import pytest
 from eliverec.errors import DataError
 from eliverec.evaluation import offpolicy as ope
 
-ITEMS = 4  # every feed shows the whole pool, so the Monte Carlo marginals are exact up to sampling noise
+ITEMS = 4  # every feed shows the whole pool: the marginals from the log are exact
 THETA = 1.0 / (1.0 + np.arange(ITEMS)) ** 0.5  # position-based examination
 
 
@@ -81,7 +81,26 @@ def test_pl_weights_recover_first_place_probabilities():
     np.testing.assert_allclose(w, expect, rtol=1e-9)
 
 
-def test_monte_carlo_marginals_match_enumeration():
+def test_exact_marginals_match_enumeration():
+    pr = problem()
+    logs, logged = log_feeds(pr, 40, 10, np.random.default_rng(2))
+    mu = ope.marginal_propensity(ope.feed_matrix(logs, logs.propensity), logs.pool, 16, np.random.default_rng(3))
+    exact = exact_marginals(pr.scores)[logged[:, 0][:, None], logged[:, 1:], np.arange(ITEMS)[None, :]]
+    np.testing.assert_allclose(mu, exact, rtol=1e-9)
+
+
+def test_exact_marginals_with_an_evenly_split_rest_match_enumeration():
+    """The two unshown channels have equal weights, so the even split of their mass is exact."""
+    scores = np.array([[1.5, 0.7, 0.2, 0.2]])
+    full = exact_marginals(scores)[0]  # (items, positions)
+    w = np.exp(scores[0]) / np.exp(scores[0]).sum()
+    cond = np.array([[w[0], w[1] / (1 - w[0])]])  # a feed that showed items 0 then 1, the pool holds 4
+    mu = ope.marginal_propensity(cond, np.array([ITEMS]), 16, np.random.default_rng(0))
+    np.testing.assert_allclose(mu[0], [full[0, 0], full[1, 1]], rtol=1e-9)
+
+
+def test_monte_carlo_marginals_match_enumeration(monkeypatch):
+    monkeypatch.setattr(ope, "EXACT_WIDTH", 0)  # wide feeds take the Monte Carlo path
     pr = problem()
     logs, logged = log_feeds(pr, 40, 10, np.random.default_rng(2))
     samples = 4000
@@ -114,7 +133,7 @@ def coverage_run(estimator: str, seeds: int, n_feeds: int) -> tuple[np.ndarray, 
     for seed in range(seeds):
         rng = np.random.default_rng(100 + seed)
         logs, logged = log_feeds(pr, n_feeds, n_feeds // 4, rng)
-        mu = ope.marginal_propensity(ope.feed_matrix(logs, logs.propensity), logs.pool, 400, rng)
+        mu = ope.marginal_propensity(ope.feed_matrix(logs, logs.propensity), logs.pool, 64, rng)
         est = ope.estimate(logs, target_of(logs, logged, ranking, pr), mu, estimator, clip=1e9,
                            counts=ope.bootstrap_counts(logs.n_users, 200, rng), level=0.9)
         values.append(est.value)
@@ -168,3 +187,10 @@ def test_dr_without_predictions_says_what_it_needs():
     logs, _ = log_feeds(pr, 5, 2, np.random.default_rng(14))
     with pytest.raises(ValueError, match="q_logged"):
         ope.user_parts(logs, ope.Target(match=np.zeros(logs.feed.size)), np.zeros(logs.feed.size), "dr")
+
+
+@pytest.mark.parametrize(("high", "below"), [(-0.01, True), (0.01, False)])
+def test_significantly_below_reads_the_upper_bound_of_the_difference(high, below):
+    result = {"watch": {"snips": {"difference": {"value": high - 0.1, "low": high - 0.2, "high": high}}}}
+    assert ope.significantly_below(result, "snips") is below
+    assert ope.significantly_below({"watch": {"snips": {"candidate": {}}}}, "snips") is None

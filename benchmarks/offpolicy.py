@@ -1,0 +1,343 @@
+"""Off-policy estimates against the world's truth: bias, interval coverage and spread per estimator.
+
+For ``--replicates`` independent logging runs, the world's logging policy (Plackett-Luce over the
+live channels, ``World.policy_slates``) serves ``--feeds`` feed requests of one main day (users
+drawn by activity, times by the diurnal curve, the world's feed cut) and the world samples what the
+users did (``World.respond``). The estimators of :mod:`eliverec.evaluation.offpolicy` then see only
+what production logs hold: the shown channels, their logged propensities, the rewards, the user,
+and the size of the feed's candidate pool (the channels live at the time), plus each candidate's
+ranking of that pool and its own predictions (the ``dr`` reward model).
+
+Candidates (deterministic rankers of the live pool). Scoring unlogged pairs with the registered
+neural models needs point-in-time features for every live channel of every feed, which the offline
+feature store does not hold; so the candidates here are stand-ins built from the world's true watch
+probability at the top position ``p`` with a fixed per-(user, channel) noise ``z`` (a model's error):
+
+- ``champion``: ``logit(p) + 1.0 z1`` (a weaker model), ``challenger``: ``logit(p) + 0.5 z2`` (a better
+  one), ``negative``: the challenger's logit negated (the negative control of
+  ``eliverec/experiments/controls.py``: its ranking reversed), ``random``: a random order. Each
+  predicts ``sigmoid(logit) * exam(k)`` at position ``k`` (``random``: the logged rate at ``k``).
+
+Truth per candidate: (a) the world's exact expectation ``sum_k P(k shown) P(watch | pi_k, k)`` over a
+large sample of feed contexts (``World.oracle``), (b) an A/B-like closed loop: the candidate serves
+``--feeds`` fresh requests and the world samples the watches (the ramp's traffic arm, without the HTTP
+service; its candidates are the live pool, not ``ab.traffic_candidates`` drawn by popularity).
+
+Reported per estimator and candidate: bias (mean estimate - truth), relative bias, the spread of the
+estimates over replicates, the mean interval width, coverage of the truth by the nominal interval,
+the effective sample size and the share of matched impressions; and for the gate's decision
+(candidate - champion, paired): coverage of the true difference and how often a candidate is rejected.
+
+Sizing: the default (``--profile tiny``: 300 users, 60 channels; 100 replicates x 2000 feeds, 200
+bootstrap resamples, truth over 20000 feeds) runs in about two minutes on two shared cores;
+``--profile default`` (10000 users, 1500 channels, a few hundred live) with ``--replicates 30`` in a few
+minutes. The marginals are exact (feeds are 8 wide), so no Monte Carlo sizing enters.
+
+Run: ``nice .venv/bin/python benchmarks/offpolicy.py [--profile tiny] [--replicates 60] [--feeds 2000]``;
+writes ``benchmarks/results/offpolicy_<profile>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, logit, ndtri
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+REWARDS = ("watch", "goods_bag")
+CANDIDATES = ("champion", "challenger", "negative", "random")
+NOISE = {"champion": (1.0, 11), "challenger": (0.5, 23)}
+
+
+@dataclass(frozen=True)
+class Contexts:
+    """Feed requests: user, time, the live pool (padded with -1) and the shown-position probabilities."""
+
+    users: np.ndarray
+    ts: np.ndarray
+    pool: np.ndarray  # (F, P) channel indices, -1 = padding
+    shown_prob: np.ndarray  # (F, K) P(position k shown): the feed cut and the pool size
+
+
+def contexts(world: Any, day: int, n: int, rng: np.random.Generator) -> Contexts:
+    """``n`` feed requests of day ``day`` (users by activity, times by the diurnal curve)."""
+    from eliverec.world.world import FEED_CUT
+
+    st = world.day(day)
+    p = world.users.feed_rate / world.users.feed_rate.sum()
+    users = rng.choice(world.n_users, size=n, p=p)
+    ts = world.sample_feed_times(st, n, rng)
+    lists = [st.live_lists[int(s)] for s in ((ts - st.start_ms) // st.slot_ms).tolist()]
+    width = max(len(x) for x in lists)
+    pool = np.full((n, width), -1, np.int64)
+    for i, x in enumerate(lists):
+        pool[i, : x.size] = x
+    k = world.cfg.feed_size
+    visible = k - np.minimum(np.arange(FEED_CUT.size), k - 1)  # positions shown after each cut
+    by_cut = (np.arange(k)[None, :] < visible[:, None]) * FEED_CUT[:, None]
+    sizes = (pool >= 0).sum(1)
+    return Contexts(users, ts, pool, by_cut.sum(0)[None, :] * (np.arange(k)[None, :] < sizes[:, None]))
+
+
+def noise(users: np.ndarray, chans: np.ndarray, salt: int) -> np.ndarray:
+    """A fixed standard-normal error per (user, channel) pair (a model's idiosyncratic mistakes)."""
+    h = (users.astype(np.uint64) * np.uint64(1_000_003) + chans.astype(np.uint64) * np.uint64(7919)
+         + np.uint64(salt)) * np.uint64(2654435761) % np.uint64(2**32)
+    return ndtri((h.astype(np.float64) + 0.5) / 2**32)
+
+
+def pool_truth(world: Any, ctx: Contexts) -> dict[str, np.ndarray]:
+    """True watch / goods-bag probabilities of every pool channel at the top position (F, P)."""
+    ok = ctx.pool >= 0
+    uu = np.broadcast_to(ctx.users[:, None], ctx.pool.shape)[ok]
+    tt = np.broadcast_to(ctx.ts[:, None], ctx.pool.shape)[ok]
+    o = world.oracle(uu, ctx.pool[ok], tt, 0)
+    out = {}
+    for key in REWARDS:
+        m = np.zeros(ctx.pool.shape)
+        m[ok] = o[key]
+        out[key] = m
+    return out
+
+
+def candidate_logits(ctx: Contexts, p_top: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Each candidate's score of every pool channel (F, P); -inf on padding."""
+    ok = ctx.pool >= 0
+    base = logit(np.clip(p_top, 1e-6, 1 - 1e-6))
+    u = np.broadcast_to(ctx.users[:, None], ctx.pool.shape)
+    out = {name: base + sd * noise(u, np.maximum(ctx.pool, 0), salt) for name, (sd, salt) in NOISE.items()}
+    out["negative"] = -out["challenger"]
+    out["random"] = rng.random(ctx.pool.shape)
+    return {k: np.where(ok, v, -np.inf) for k, v in out.items()}
+
+
+def rank(ctx: Contexts, score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` pool channels by score (F, k; -1 past the pool) and their columns in the pool."""
+    col = np.argsort(-score, axis=1, kind="stable")[:, :k]
+    chans = np.take_along_axis(ctx.pool, col, 1)
+    return np.where(np.isfinite(np.take_along_axis(score, col, 1)), chans, -1), col
+
+
+def expected(world: Any, ctx: Contexts, ranking: np.ndarray, key: str) -> np.ndarray:
+    """Exact expected reward per feed of a ranking (oracle at each position, times P(shown))."""
+    from eliverec.world.world import POSITION_GAP_MS
+
+    ok = ranking >= 0
+    pos = np.broadcast_to(np.arange(ranking.shape[1]), ranking.shape)[ok]
+    uu = np.broadcast_to(ctx.users[:, None], ranking.shape)[ok]
+    tt = np.broadcast_to(ctx.ts[:, None], ranking.shape)[ok] + pos * POSITION_GAP_MS
+    p = np.zeros(ranking.shape)
+    p[ok] = world.oracle(uu, ranking[ok], tt, pos)[key]
+    return (p * ctx.shown_prob[:, : ranking.shape[1]]).sum(1)
+
+
+def log_feeds(world: Any, ctx: Contexts, rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    """The logging policy's feeds for ``ctx`` with sampled outcomes, as :class:`LoggedFeeds` per reward."""
+    from eliverec.evaluation.offpolicy import LoggedFeeds
+    from eliverec.world.world import POSITION_GAP_MS
+
+    chans, props = world.policy_slates(ctx.users, ctx.ts, rng)
+    shown = chans >= 0
+    f, k = np.nonzero(shown)
+    resp = world.respond(ctx.users[f], chans[f, k], ctx.ts[f] + k * POSITION_GAP_MS, k, rng)
+    logs = {key: LoggedFeeds(feed=f, user=np.unique(ctx.users, return_inverse=True)[1][f], position=k,
+                             propensity=props[f, k], reward=resp[key].astype(np.float64),
+                             pool=(ctx.pool >= 0).sum(1), source="simulated logs")
+            for key in REWARDS}
+    return logs, chans
+
+
+def targets(logs: Any, chans: np.ndarray, ctx: Contexts, scores: dict[str, np.ndarray], exam: np.ndarray,
+            scale: float) -> dict[str, Any]:
+    """Each candidate's :class:`Target`: deterministic matches, its own predictions as the reward model.
+
+    ``scale`` turns a watch prediction into this reward's (1 for watches; for goods-bag clicks the
+    logged goods-bag / watch ratio: the stand-ins have no goods-bag tower).
+    """
+    from eliverec.evaluation.offpolicy import Target, deterministic_match
+
+    k = chans.shape[1]
+    logged = chans[logs.feed, logs.position]
+    rate_at = np.bincount(logs.position, logs.reward, k) / np.maximum(np.bincount(logs.position, minlength=k), 1)
+    out = {}
+    for name, s in scores.items():
+        ranking, col = rank(ctx, s, k)
+        if name == "random":
+            q_target = np.broadcast_to(rate_at, ranking.shape) * (ranking >= 0)
+            q_logged = rate_at[logs.position]
+        else:
+            p_hat = expit(s)
+            q_target = np.take_along_axis(p_hat, col, 1) * exam[None, :] * (ranking >= 0) * scale
+            pos_in_pool = (ctx.pool[logs.feed] == logged[:, None]).argmax(1)
+            q_logged = p_hat[logs.feed, pos_in_pool] * exam[logs.position] * scale
+        out[name] = Target(deterministic_match(logs, ranking, logged), q_logged, q_target)
+    return out
+
+
+def replicate(world: Any, day: int, n: int, cfg: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
+    """One logging run: every estimator's estimate of every candidate (and of candidate - champion)."""
+    from eliverec.evaluation import offpolicy as ope
+    from eliverec.world.behaviour import exam
+
+    ctx = contexts(world, day, n, rng)
+    scores = candidate_logits(ctx, pool_truth(world, ctx)["watch"], rng)
+    logs, chans = log_feeds(world, ctx, rng)
+    k = chans.shape[1]
+    eta = exam(np.arange(k), world.truth.exam_eta)
+    ratio = logs["goods_bag"].reward.sum() / max(logs["watch"].reward.sum(), 1.0)
+    counts = ope.bootstrap_counts(logs["watch"].n_users, cfg.bootstrap, rng)
+    out: dict[str, Any] = {}
+    mu = None
+    for key in REWARDS:
+        tg = targets(logs[key], chans, ctx, scores, eta, 1.0 if key == "watch" else ratio)
+        if mu is None:  # the marginals depend on the logs only, not on the reward
+            cond = ope.feed_matrix(logs[key], logs[key].propensity)
+            mu = ope.marginal_propensity(cond, logs[key].pool, cfg.mc_samples, rng,
+                                         feeds=ope.needed_feeds(logs[key], list(tg.values())))
+        for est in ope.ESTIMATORS:
+            for name in CANDIDATES:
+                if name == "champion":
+                    continue
+                res = ope.compare(logs[key], tg[name], tg["champion"], mu, est, cfg.clip, counts, cfg.level)
+                out[f"{key}/{est}/{name}"] = res["candidate"]
+                out[f"{key}/{est}/champion"] = res["champion"]
+                out[f"{key}/{est}/{name}-champion"] = res["difference"]
+        out[f"{key}/logged"] = float(logs[key].reward.sum() / logs[key].n_feeds)
+    return out
+
+
+def truths(world: Any, day: int, n: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Exact expected rewards per feed of every candidate over ``n`` contexts, and an A/B-like run each."""
+    from eliverec.world.world import POSITION_GAP_MS
+
+    out: dict[str, Any] = {}
+    ctx = contexts(world, day, n, rng)
+    scores = candidate_logits(ctx, pool_truth(world, ctx)["watch"], rng)
+    k = world.cfg.feed_size
+    for name in CANDIDATES:
+        ranking, _ = rank(ctx, scores[name], k)
+        for key in REWARDS:
+            out[f"{key}/{name}"] = float(expected(world, ctx, ranking, key).mean())
+    ab = contexts(world, day, n, rng)  # fresh requests served by each candidate in turn
+    ab_scores = candidate_logits(ab, pool_truth(world, ab)["watch"], rng)
+    cut = _visible(world, ab, rng)
+    for name in CANDIDATES:
+        ranking, _ = rank(ab, ab_scores[name], k)
+        show = (ranking >= 0) & (np.arange(k)[None, :] < cut[:, None])
+        f, pos = np.nonzero(show)
+        resp = world.respond(ab.users[f], ranking[f, pos], ab.ts[f] + pos * POSITION_GAP_MS, pos, rng)
+        for key in REWARDS:
+            per_feed = np.bincount(f, resp[key].astype(float), minlength=n)
+            out[f"{key}/ab/{name}"] = [float(per_feed.mean()), float(per_feed.std(ddof=1) / np.sqrt(n))]
+    return out
+
+
+def _visible(world: Any, ctx: Contexts, rng: np.random.Generator) -> np.ndarray:
+    """Positions a user scrolls to (the world's feed cut, as ``World.policy_slates`` draws it)."""
+    from eliverec.world.world import FEED_CUT
+
+    k = world.cfg.feed_size
+    cut = rng.choice(FEED_CUT.size, size=ctx.users.size, p=FEED_CUT)
+    return k - np.minimum(cut, k - 1)
+
+
+def summarise(runs: list[dict[str, Any]], truth: dict[str, Any], level: float) -> dict[str, Any]:
+    """Bias, spread, interval width, coverage, ESS and gate decisions per reward, estimator and candidate."""
+    from eliverec.evaluation.offpolicy import ESTIMATORS
+
+    rows = []
+    for key in REWARDS:
+        for est in ESTIMATORS:
+            for name in CANDIDATES:
+                rows.append(_row(runs, truth, key, est, name))
+                if name != "champion":
+                    rows.append(_diff_row(runs, truth, key, est, name))
+    return {"rows": rows, "level": level, "logged_rate": {k: float(np.mean([r[f"{k}/logged"] for r in runs]))
+                                                           for k in REWARDS}}
+
+
+def _row(runs: list[dict[str, Any]], truth: dict[str, Any], key: str, est: str, name: str) -> dict[str, Any]:
+    got = [r[f"{key}/{est}/{name}"] for r in runs]
+    v = np.array([g["value"] for g in got])
+    t = truth[f"{key}/{name}"]
+    return {"reward": key, "estimator": est, "candidate": name, "truth": t, "ab": truth[f"{key}/ab/{name}"],
+            "mean": float(v.mean()), "bias": float(v.mean() - t), "rel_bias": float((v.mean() - t) / t),
+            "sd": float(v.std(ddof=1)), "width": float(np.mean([g["high"] - g["low"] for g in got])),
+            "coverage": float(np.mean([g["low"] <= t <= g["high"] for g in got])),
+            "ess": float(np.mean([g["ess"] for g in got])), "matched": float(np.mean([g["matched"] for g in got]))}
+
+
+def _diff_row(runs: list[dict[str, Any]], truth: dict[str, Any], key: str, est: str, name: str) -> dict[str, Any]:
+    got = [r[f"{key}/{est}/{name}-champion"] for r in runs]
+    v = np.array([g["value"] for g in got])
+    t = truth[f"{key}/{name}"] - truth[f"{key}/champion"]
+    return {"reward": key, "estimator": est, "candidate": f"{name}-champion", "truth": t, "mean": float(v.mean()),
+            "bias": float(v.mean() - t), "sd": float(v.std(ddof=1)),
+            "width": float(np.mean([g["high"] - g["low"] for g in got])),
+            "coverage": float(np.mean([g["low"] <= t <= g["high"] for g in got])),
+            "rejected": float(np.mean([g["high"] < 0 for g in got]))}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The short table: per estimator and candidate (watches per feed), then the differences."""
+    s = result["summary"]
+    lines = [f"# Off-policy estimates vs the world's truth ({result['profile']} world)", "",
+             f"{result['replicates']} logging runs x {result['feeds']} feeds, {result['bootstrap']} user-bootstrap "
+             f"resamples, nominal {s['level']:.0%} intervals, clip {result['clip']}, truth over "
+             f"{result['truth_feeds']} feeds; {result['seconds']:.0f} s on {result['machine']}. Logged policy: "
+             f"{s['logged_rate']['watch']:.4f} watches per feed.", "",
+             "| reward | estimator | candidate | truth | A/B (se) | mean est. | bias | rel. bias | sd | width "
+             "| coverage | ESS | rejected |", "|" + "---|" * 13]
+    for r in s["rows"]:
+        ab = f"{r['ab'][0]:.4f} ({r['ab'][1]:.4f})" if "ab" in r else ""
+        lines.append(f"| {r['reward']} | {r['estimator']} | {r['candidate']} | {r['truth']:.4f} | {ab} | "
+                     f"{r['mean']:.4f} | {r['bias']:+.4f} | {r.get('rel_bias', float('nan')):+.1%} | {r['sd']:.4f} | "
+                     f"{r['width']:.4f} | {r['coverage']:.2f} | {r.get('ess', float('nan')):.0f} | "
+                     f"{r.get('rejected', float('nan')):.2f} |")
+    return "\n".join(lines).replace("| nan% |", "| |").replace("| nan |", "| |") + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import _machine  # sibling module
+
+    from eliverec.config import load_settings
+    from eliverec.world import World
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--replicates", type=int, default=100)
+    ap.add_argument("--feeds", type=int, default=2000)
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--mc-samples", dest="mc_samples", type=int, default=512)
+    ap.add_argument("--truth-feeds", dest="truth_feeds", type=int, default=20000)
+    args = ap.parse_args(argv)
+    settings = load_settings(args.profile)
+    args.clip, args.level = settings.ope.clip, settings.ope.level
+    started = time.perf_counter()
+    world = World.from_settings(settings)
+    day = world.cfg.warmup_days + world.cfg.days - 1
+    truth = truths(world, day, args.truth_feeds, np.random.default_rng([settings.seed, 19, 0]))
+    runs = [replicate(world, day, args.feeds, args, np.random.default_rng([settings.seed, 19, 1 + i]))
+            for i in range(args.replicates)]
+    result = {"profile": args.profile, "replicates": args.replicates, "feeds": args.feeds,
+              "bootstrap": args.bootstrap, "mc_samples": args.mc_samples, "clip": args.clip,
+              "truth_feeds": args.truth_feeds, "machine": _machine.cpu_model(), "world": world.describe(),
+              "truth": truth, "summary": summarise(runs, truth, args.level)}
+    result["seconds"] = time.perf_counter() - started
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"offpolicy_{args.profile}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    stem.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
