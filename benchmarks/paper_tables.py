@@ -59,7 +59,8 @@ measured 2026-12-01 on the working tree with sparse embeddings, 1 torch thread, 
   200 s; scoring the test day twice (serving + logged position) about 25 s per cell, 220 s;
   bootstrap replicates (1,000 draws, 87k rows) about 4 s per model, 50 s; data 25 s. About 1,400 s.
 - total for 3 seeds: about 70 min with one core free, up to about 2 h 20 min when the cores are
-  shared (x 1.5-2 measured). The full 30-cell table (default ``--rows all``) is about 3.5x that.
+  shared (x 1.5-2 measured). The full 39-cell table (default ``--rows all``) is about 4.5x that (the nine
+  cells of CAN, the cross-domain group and MiNet's MTL variants estimated at the dual baselines' speed).
 - power: per seed, the 95 % interval of a paired AUC difference is about +-0.0035 between two
   models and +-0.005 against the logging policy (measured: HGN dual - ETA dual +0.0113
   [+0.0076, +0.0154]); combined over 3 seeds about +-0.002 and +-0.003.
@@ -109,12 +110,15 @@ NOT_LEARNING = ("threads", "num_workers", "log_every", "checkpoint_every")
 # alone; eta_topk and eta_hash_bits stay in every fingerprint: the recorded cells were made with them)
 ETA_ONLY = ("eta_retrieve_above",)
 
+# Table II's groups, in the paper's order: (row label, registry model name)
+CTR_MODELS = (("WDL+", "wdl"), ("DIN", "din"), ("DIEN", "dien"), ("HGN", "hgn"), ("BST", "bst"), ("CAN", "can"),
+              ("ETA", "eta"))
+CROSS_DOMAIN = (("MiNet", "minet"), ("DASL", "dasl"), ("CoNet+", "conet"), ("DTCDR+", "dtcdr"), ("DDTCDR+", "ddtcdr"))
 # (table, group, row label, registry model name, model.mtl)
 ROWS: list[tuple[str, str, str, str, str]] = [
-    *[("II", "Single CTR", label, name, "single") for label, name in
-      (("WDL+", "wdl"), ("DIN", "din"), ("DIEN", "dien"), ("HGN", "hgn"), ("BST", "bst"), ("ETA", "eta"))],
-    *[("II", "Dual CTR", label, f"{name}_dual", "single") for label, name in
-      (("WDL+", "wdl"), ("DIN", "din"), ("DIEN", "dien"), ("HGN", "hgn"), ("BST", "bst"), ("ETA", "eta"))],
+    *[("II", "Single CTR", label, name, "single") for label, name in CTR_MODELS],
+    *[("II", "Dual CTR", label, f"{name}_dual", "single") for label, name in CTR_MODELS],
+    *[("II", "Cross-domain", label, name, "single") for label, name in CROSS_DOMAIN],
     ("II", "Ours", "eLiveRec wo.M", "eliverec_wo_m", "single"),
     ("II", "Ours", "eLiveRec", "eliverec", "adaptive"),
     ("III", "", "BST_Dual", "bst_dual", "single"),
@@ -123,8 +127,8 @@ ROWS: list[tuple[str, str, str, str, str]] = [
       (("wo_p", "wo.P"), ("wo_c", "wo.C"), ("wo_n", "wo.N"), ("wo_d", "wo.D"), ("cos", "Cos"), ("euc", "Euc"),
        ("sr", "SR"))],
     ("III", "", "eLiveRec", "eliverec", "adaptive"),
-    *[("IV", label, variant, f"{name}_dual", mode) for label, name in
-      (("DIN", "din"), ("HGN", "hgn"), ("BST", "bst"), ("ETA", "eta"))
+    *[("IV", label, variant, name, mode) for label, name in
+      (("DIN", "din_dual"), ("HGN", "hgn_dual"), ("BST", "bst_dual"), ("ETA", "eta_dual"), ("MiNet", "minet"))
       for variant, mode in (("single task", "single"), ("vanilla MTL", "vanilla"), ("adaptive MTL", "adaptive"))],
     ("IV", "eLiveRec", "single task", "eliverec_wo_m", "single"),
     ("IV", "eLiveRec", "vanilla MTL", "eliverec_vanilla", "vanilla"),
@@ -541,7 +545,8 @@ def tables(cells: dict[str, dict[int, Any]], ceilings: dict[int, Any], paired_: 
                 row[m] = _stat([c.get(name.lstrip("_"), {}).get(m) for c in ceilings.values()])
             rows.append({**row, "paired": paired_.get(name, {})})
         for t, group, label, model, mtl in ROWS:
-            if t != table or not selected(t, model, mtl, args.only, args.rows, args.quick):
+            chosen = selected(t, model, mtl, args.only, args.rows, args.quick) or (model, mtl) in args.cells
+            if t != table or not chosen:
                 continue
             key = cell_key(model, mtl)
             done = cells.get(key, {})
@@ -707,7 +712,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = sorted(set(args.models) - {m for m, _ in cells_for(None, "all", False)})
         if unknown:
             ap.error(f"--models: {', '.join(unknown)} are not rows of the tables")
-        args.cells = [c for c in args.cells if c[0] in args.models]
+        # --quick --models: those models' rows on the tiny profile (and the reference they are paired with)
+        pool = cells_for(args.only, "all", False) if args.quick else args.cells
+        args.cells = [c for c in pool if c[0] in args.models or (args.quick and c == REFERENCE)]
     args.run = args.profile if not args.set else f"{args.profile}-{fingerprint(sorted(args.set))[:8]}"
     args.stem = ("paper_tables_quick" if args.quick else "paper_tables") + ("" if not args.set else f"_{args.run}")
     return args

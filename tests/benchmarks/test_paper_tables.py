@@ -94,7 +94,13 @@ def test_rows_selection(pt: ModuleType) -> None:
     headline = pt.cells_for(None, "headline", False)
     assert headline[0] == pt.REFERENCE and len(headline) == 9
     assert {("eliverec_wo_d", "adaptive"), ("eliverec_wo_m", "single"), ("dien_dual", "single")} <= set(headline)
-    assert len(pt.cells_for(None, "all", False)) == 30
+    every = pt.cells_for(None, "all", False)
+    assert len(every) == len(set(every)) == len({(r[3], r[4]) for r in pt.ROWS})
+    issue14 = {("can", "single"), ("can_dual", "single"), ("minet", "vanilla"), ("minet", "adaptive"),
+               *[(name, "single") for _, name in pt.CROSS_DOMAIN]}
+    assert issue14 <= set(every)
+    quick = pt.parse(["--quick", "--models", "minet", "dasl"]).cells
+    assert set(quick) == {pt.REFERENCE, ("dasl", "single"), *[("minet", m) for m in ("single", "vanilla", "adaptive")]}
     assert set(pt.cells_for(None, "all", True)) == pt.QUICK_CELLS
 
 
