@@ -135,7 +135,7 @@ def test_ddtcdr_mapping_stays_orthogonal_while_training() -> None:
         opt.step()
     x = model.mapping.matrix().detach()
     assert float((x - start).abs().max()) > 0.1  # it learned a different mapping ...
-    assert float(model.mapping.orthogonality_error()) < 1e-5  # ... that is still orthogonal
+    assert float(model.mapping.orthogonality_error().detach()) < 1e-5  # ... that is still orthogonal
     _, state = parts(model, batch(8))
     assert torch.allclose(state["transferred"], state["product_user"] @ x, atol=1e-5)  # X^T u_S
     u = torch.randn(5, x.shape[0])
@@ -164,3 +164,20 @@ def test_eta_attends_over_the_recent_sequence_and_retrieves_only_past_the_config
     _, state = parts(long, b)
     e, keep = long.behaviours("live", target, state["live_e"], state["live_mask"])
     assert e.shape[1] == k and torch.equal(keep.sum(1), state["live_mask"].sum(1).clamp(max=k))
+
+
+@pytest.mark.parametrize("mtl", ["single", "vanilla", "adaptive"])
+@pytest.mark.parametrize("name", ["can", "can_dual", "minet", "dasl", "conet", "dtcdr", "ddtcdr", "eta"])
+def test_every_multi_task_mode_trains(name: str, mtl: str) -> None:
+    settings = settings_for(name, mtl=mtl)
+    model, loss = make(name, mtl=mtl), MultiTaskLoss(settings)
+    opt = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=0.01)
+    b = batch(16)
+    totals = []
+    for _ in range(3):
+        opt.zero_grad()
+        total, _ = loss(model(b), b, model)
+        total.backward()
+        opt.step()
+        totals.append(float(total.detach()))
+    assert all(math.isfinite(t) for t in totals) and (model.heads is None) == (mtl == "single")
