@@ -12,7 +12,8 @@ from eliverec.models.layers import DinAttention
 
 
 class DIN(RankingModel):
-    """``u_K = sum_i a(e_vt, e_i) e_i`` per domain (activation unit, masked softmax); tower over
+    """``u_K = sum_i a(e_vt, e_i) e_i`` per domain (activation unit, unnormalised weights as in DIN's
+    paper: ``u_K`` keeps how many behaviours match, see ``DinAttention``); tower over
     ``[e_c, e_vt, u_V (, u_S), e_d]``."""
 
     name = "din"
@@ -20,7 +21,7 @@ class DIN(RankingModel):
 
     def __init__(self, cfg: ModelConfig, vocab: Mapping[str, int], seq_len: int) -> None:
         super().__init__(cfg, vocab, seq_len)
-        self.att = nn.ModuleDict({d: DinAttention(cfg.dim) for d in self.domains})
+        self.att = nn.ModuleDict({d: DinAttention(cfg.dim, normalize=False) for d in self.domains})
         self.finish([STATIC_FIELDS * cfg.dim, cfg.dim] + [cfg.dim] * len(self.domains))
 
     def encode(
