@@ -240,8 +240,11 @@ class MonitorConfig(Section):
     sample_rows: int = Field(default=20000, ge=100)  # rows sampled from the reference and from day D for drift
     num_method: str = "wasserstein"  # Evidently stat test of numerical columns
     cat_method: str = "jensenshannon"  # Evidently stat test of categorical columns
-    drift_threshold: float = Field(default=0.1, gt=0.0)  # a column drifts when its distance reaches this ...
-    column_thresholds: dict[str, float] = Field(default_factory=dict)  # ... or its own threshold here
+    false_alarm_rate: float = Field(default=0.05, gt=0.0, lt=1.0)  # drift: family-wise rate per quiet day (Bonferroni)
+    threshold_floor: float = Field(default=0.05, gt=0.0)  # learned per-column thresholds never go below this
+    drift_threshold: float | None = Field(default=None, gt=0.0)  # hand-set threshold for every column (overrides)
+    column_thresholds: dict[str, float] = Field(default_factory=dict)  # hand-set per column (overrides)
+    alarm_webhook: str | None = None  # the monitor flow POSTs its alarm table (JSON) here on an alarm
     max_rate_change: float = Field(default=0.25, gt=0.0)  # |label rate or mean score / reference - 1| allowed
     windows: list[int] = Field(default_factory=lambda: [7, 14, 30])  # exposure discoverability windows (days)
     popularity_days: int = Field(default=7, ge=1)  # trailing days whose impressions rank channels into tiers

@@ -1,7 +1,8 @@
 """The data frames monitoring feeds to Evidently, built from samples and bronze tables.
 
 - :func:`drift_frame`: model inputs (+ labels, + served score) of sampled impressions of some days,
-  read from ``features/<date>/samples.parquet`` and the sequence tensors.
+  read from ``features/<date>/samples.parquet`` and the sequence tensors; :func:`day_frames` one
+  such frame per day and :func:`pooled` their union sampled as one (the drift reference).
 - :func:`channel_frame`: one row per catalogue channel: impressions on day D (overall and per
   A/B variant), days since its last exposure before D, its popularity tier.
 - :func:`impression_frame`: one row per impression of day D with its labels (joined from the
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,44 @@ def drift_frame(data_dir: Path, dates: list[str], sample_rows: int, seed: int) -
     info = {"days": list(dates), "rows_available": int(total), "rows_sampled": int(take),
             "sampled": bool(take < total)}
     return df, info
+
+
+def day_frames(data_dir: Path, dates: list[str], sample_rows: int, seed: int
+               ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """Per day: the drift columns of up to ``sample_rows`` of its impressions (seeded per day), and its row count.
+
+    Raises :class:`DataError` naming the missing samples file and the fix.
+    """
+    frames, counts = {}, {}
+    for d in dates:
+        path = samples_path(data_dir, d)
+        stamp = path.stat().st_mtime_ns if path.is_file() else -1
+        frame, counts[d] = _day_frame(str(data_dir), d, int(sample_rows), int(seed), stamp)
+        frames[d] = frame.copy()
+    return frames, counts
+
+
+@functools.lru_cache(maxsize=12)
+def _day_frame(data_dir: str, date: str, sample_rows: int, seed: int, stamp: int) -> tuple[pd.DataFrame, int]:
+    """One day's drift sample, cached: a backfill reads each day once although it is the reference of the
+    next days (``stamp``, the samples file's mtime, keys out a rebuilt day)."""
+    frame, info = drift_frame(Path(data_dir), [date], sample_rows, seed)
+    return frame, info["rows_available"]
+
+
+def pooled(frames: dict[str, pd.DataFrame], counts: dict[str, int], take: int, seed: int) -> pd.DataFrame:
+    """``take`` rows of the union of the days, as if drawn uniformly from all their impressions.
+
+    Rows per day follow a multivariate hypergeometric draw on the days' row counts, so each
+    day's share matches its share of impressions; ``frames`` must hold at least that many rows
+    per day (:func:`day_frames` with ``sample_rows >= take``).
+    """
+    rng = np.random.default_rng([int(seed), len(frames), 7])
+    take = min(int(take), sum(counts.values()))
+    alloc = rng.multivariate_hypergeometric([counts[d] for d in frames], take)
+    parts = [f.iloc[np.sort(rng.choice(len(f), size=int(n), replace=False))] for f, n in
+             zip(frames.values(), alloc, strict=True) if n]
+    return pd.concat(parts, ignore_index=True)
 
 
 def attach_scores(df: pd.DataFrame, data_dir: Path, dates: list[str]) -> pd.DataFrame:

@@ -5,7 +5,9 @@ Three Evidently reports per day, each a snapshot in its workspace project and an
 - ``drift``: model inputs of sampled impressions of day D against the training window (the
   ``reference_days`` before D, sampled to ``monitor.sample_rows`` rows; day D sampled the same
   way), one ``ValueDrift`` test per column (normed Wasserstein for numbers, Jensen-Shannon for
-  categories; ``monitor.drift_threshold`` or the column's own threshold), target drift of the labels
+  categories) at the column's threshold learned from the reference days (an empirical null with
+  Bonferroni control over the columns, :mod:`eliverec.monitoring.thresholds`; hand-set
+  ``monitor.column_thresholds`` / ``monitor.drift_threshold`` override it), target drift of the labels
   and prediction drift of the served score when the ranking service logged one (``RateShift``:
   relative change of the mean, at most ``monitor.max_rate_change``);
 - ``discoverability``: 7/14/30-day exposure discoverability, coverage, Gini and unpopular share,
@@ -14,8 +16,10 @@ Three Evidently reports per day, each a snapshot in its workspace project and an
   overall and per variant (reported, not gated).
 
 Outputs: ``<data_dir>/reports/monitoring/<date>/{drift,discoverability,ab}.html``, ``summary.json``
-and ``summary.md``, plus the workspace snapshots. A failed test raises
-:class:`~eliverec.errors.ValidationFailed` naming every failed test, after everything is written.
+and ``summary.md``, plus the workspace snapshots. A failed test (an alarm) raises
+:class:`~eliverec.errors.ValidationFailed` naming every failed test, after everything is written,
+unless the caller asks for the verdict in the summary instead (the monitor flow does: an alarm
+is a verdict, not a crash).
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ from eliverec.monitoring.columns import CATEGORICAL, NUMERICAL, PREDICTION, TARG
 log = logging.getLogger(__name__)
 
 
-def monitor_day(settings: Settings, date: str, workspace: bool = True) -> dict[str, Any]:
+def monitor_day(settings: Settings, date: str, workspace: bool = True, raise_on_alarm: bool = True
+                ) -> dict[str, Any]:
     """Monitor day ``date``; write reports (and workspace snapshots); return the summary.
 
     Needs ``bronze/<date>`` and ``features/<date>/samples.parquet`` plus samples of at least one
-    reference day. Raises :class:`DataError` when inputs are missing and
-    :class:`ValidationFailed` (after writing everything) when a test fails.
+    reference day. Raises :class:`DataError` when inputs are missing and, with ``raise_on_alarm``,
+    :class:`ValidationFailed` (after writing everything) when a test fails; without it the alarm
+    is in the summary (``passed`` false, ``failures``, ``alarms``: one row per drifted column).
     """
     from rich.progress import Progress
 
@@ -71,7 +77,8 @@ def monitor_day(settings: Settings, date: str, workspace: bool = True) -> dict[s
         ids = publish(settings, date, snaps, disc["variants"]) if workspace else {}
         progress.advance(task)
     failures = [f"{key}: {t}" for key, snap in snaps.items() for t in failed_tests(snap)]
-    summary = {"date": date, "passed": not failures, "failures": failures, "drift": drift,
+    summary = {"date": date, "passed": not failures, "failures": failures, "alarms": alarm_rows(date, drift),
+               "drift": drift,
                "discoverability": disc, "ab": ab, "reports": paths, "snapshots": ids,
                "seconds": round(time.perf_counter() - started, 3)}
     if workspace:
@@ -82,7 +89,7 @@ def monitor_day(settings: Settings, date: str, workspace: bool = True) -> dict[s
     summary["reports"]["markdown"] = str(out / "summary.md")
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2))
     (out / "summary.md").write_text(markdown(summary))
-    if failures:
+    if failures and raise_on_alarm:
         raise ValidationFailed(f"monitoring {date} failed {len(failures)} test(s) (reports in {out}):\n  - "
                                + "\n  - ".join(failures))
     return summary
@@ -96,8 +103,19 @@ def reference_dates(settings: Settings, date: str) -> tuple[list[str], int]:
     return [d for d in wanted if frames.samples_path(settings.data_dir, d).is_file()], n
 
 
+def monitorable_days(settings: Settings, date: str) -> list[str]:
+    """Days up to ``date`` (oldest first) with samples and at least one reference day with samples (a backfill)."""
+    root = Path(settings.data_dir) / "features"
+    dated = sorted(p.parent.name for p in root.glob("*/samples.parquet")) if root.is_dir() else []
+    days = [d for d in dated if d <= date and reference_dates(settings, d)[0]]
+    if not days:
+        raise DataError(f"{root}: no day up to {date} has samples and reference samples before it; "
+                        f"build a window ending at {date} (`eliverec features --end-date {date}`)")
+    return days
+
+
 def drift_report(settings: Settings, date: str) -> tuple[Any, dict[str, Any]]:
-    """The drift snapshot of day D and its summary (per column: distance, threshold, drifted)."""
+    """The drift snapshot of day D and its summary (per column: distance, learned threshold, its null, drifted)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
     from evidently.tests import gte, lte
@@ -105,26 +123,19 @@ def drift_report(settings: Settings, date: str) -> tuple[Any, dict[str, Any]]:
     from eliverec.monitoring.metrics import RateShift
     from eliverec.monitoring.workspace import snapshot_time
 
-    m, data_dir = settings.monitor, Path(settings.data_dir)
-    ref_days, asked = reference_dates(settings, date)
-    if not ref_days:
-        raise DataError(f"no reference samples in the {asked} days before {date} under {data_dir / 'features'}; "
-                        f"build a window ending at {date} (`eliverec features --end-date {date}`)")
-    cur, cur_info = frames.drift_frame(data_dir, [date], m.sample_rows, settings.seed)
-    ref, ref_info = frames.drift_frame(data_dir, ref_days, m.sample_rows, settings.seed)
-    cur = frames.attach_scores(cur, data_dir, [date])
-    ref = frames.attach_scores(ref, data_dir, ref_days)
-    has_score = bool(cur[PREDICTION].notna().any() and ref[PREDICTION].notna().any())
-    numerical = [*NUMERICAL, *TARGETS_NUMERICAL, *([PREDICTION] if has_score else [])]
-    categorical = [*CATEGORICAL, *TARGETS_BINARY]
-    columns = [c for c in [*numerical, *categorical] if cur[c].notna().any() and ref[c].notna().any()]
-    for c in TARGETS_BINARY:
-        cur[c], ref[c] = cur[c].astype(str), ref[c].astype(str)
-    thresholds = {c: m.column_thresholds.get(c, m.drift_threshold) for c in columns}
-    methods = {c: m.num_method if c in numerical else m.cat_method for c in columns}
-    items: list[Any] = [ValueDrift(column=c, method=methods[c], threshold=thresholds[c]) for c in columns]
-    items.append(DriftedColumnsCount(columns=columns, per_column_method=methods, per_column_threshold=thresholds,
-                                     share_tests=[], count_tests=[]))
+    m = settings.monitor
+    p = drift_plan(settings, date)
+    cur, ref, ref_days, info, columns, methods, learned = (p["cur"], p["ref"], p["ref_days"], p["info"],
+                                                           p["columns"], p["methods"], p["learned"])
+    numerical, categorical, has_score = p["numerical"], p["categorical"], p["has_score"]
+    thresholds = {c: learned[c]["threshold"] for c in columns}
+    tested = [c for c in columns if thresholds[c] is not None]
+    items: list[Any] = [ValueDrift(column=c, method=methods[c], threshold=thresholds[c]) for c in tested]
+    items += [ValueDrift(column=c, method=methods[c], tests=[]) for c in columns if c not in tested]  # reported
+    if tested:
+        items.append(DriftedColumnsCount(columns=tested, per_column_method={c: methods[c] for c in tested},
+                                         per_column_threshold={c: thresholds[c] for c in tested}, share_tests=[],
+                                         count_tests=[]))
     rate_cols = [*TARGETS_BINARY, *TARGETS_NUMERICAL, *([PREDICTION] if has_score else [])]
     for c in TARGETS_BINARY:  # rates need numbers: keep a numeric copy beside the categorical column
         cur[f"{c}_rate"], ref[f"{c}_rate"] = cur[c].astype(float), ref[c].astype(float)
@@ -140,28 +151,126 @@ def drift_report(settings: Settings, date: str) -> tuple[Any, dict[str, Any]]:
         timestamp=snapshot_time(date), metadata={"date": date, "kind": "drift"}, tags=["drift"],
         name=f"drift {date}")
     values = _values(snap)
-    per_column = {c: {"method": methods[c], "threshold": thresholds[c],
-                      "distance": values.get(("ValueDrift", c)),
+    per_column = {c: {"method": methods[c], "distance": values.get(("ValueDrift", c)), **learned[c],
                       "drifted": _is_drift(values.get(("ValueDrift", c)), thresholds[c])} for c in columns}
     rates = {c: {"current": float(np.nanmean(cur[rate_source[c]].astype(float))),
                  "reference": float(np.nanmean(ref[rate_source[c]].astype(float))),
                  "relative_change": values.get(("RateShift", rate_source[c]))} for c in rate_cols}
+    n_ref, asked = info["rows_available"], info["days_asked"]
     summary = {
-        "reference": {**ref_info, "days_asked": asked,
+        "reference": {"days": ref_days, "rows_available": n_ref, "rows_sampled": len(ref),
+                      "sampled": len(ref) < n_ref, "days_asked": asked,
                       "note": f"reference = {len(ref_days)} of the {asked} days before {date} with samples, "
-                              + (f"sampled to {ref_info['rows_sampled']} of {ref_info['rows_available']} rows"
-                                 if ref_info["sampled"] else f"all {ref_info['rows_available']} rows")},
-        "current": {**cur_info, "note": f"day {date}: {cur_info['rows_sampled']} of {cur_info['rows_available']} "
-                                        "impressions" + (" (sampled)" if cur_info["sampled"] else "")},
+                              + (f"sampled to {len(ref)} of {n_ref} rows" if len(ref) < n_ref
+                                 else f"all {n_ref} rows")},
+        "current": {"days": [date], "rows_available": info["current_rows"], "rows_sampled": len(cur),
+                    "sampled": len(cur) < info["current_rows"],
+                    "note": f"day {date}: {len(cur)} of {info['current_rows']} impressions"
+                            + (" (sampled)" if len(cur) < info["current_rows"] else "")},
+        "thresholds": control_note(settings, columns, len(ref_days)),
         "columns": per_column, "drifted": sorted(c for c, v in per_column.items() if v["drifted"]),
         "rates": rates, "prediction": "score drift included" if has_score else "no served scores on D or reference",
     }
     return snap, summary
 
 
-def _is_drift(distance: float | None, threshold: float) -> bool | None:
-    """Distance-type tests (wasserstein, jensenshannon, psi...) drift at or above the threshold."""
-    return None if distance is None or math.isnan(distance) else bool(distance >= threshold)
+def drift_plan(settings: Settings, date: str) -> dict[str, Any]:
+    """Everything the drift test of day D needs before Evidently runs: samples, columns, methods, thresholds."""
+    m = settings.monitor
+    cur, ref_days, ref_frames, info = _drift_inputs(settings, date)
+    ref = frames.pooled(ref_frames, info["counts"], m.sample_rows, settings.seed)
+    has_score = bool(cur[PREDICTION].notna().any() and ref[PREDICTION].notna().any())
+    numerical = [*NUMERICAL, *TARGETS_NUMERICAL, *([PREDICTION] if has_score else [])]
+    categorical = [*CATEGORICAL, *TARGETS_BINARY]
+    columns = [c for c in [*numerical, *categorical] if cur[c].notna().any() and ref[c].notna().any()]
+    methods = {c: m.num_method if c in numerical else m.cat_method for c in columns}
+    learned = learned_thresholds(settings, ref_frames, methods, len(cur))
+    return {"cur": cur, "ref": ref, "ref_days": ref_days, "info": info, "columns": columns, "methods": methods,
+            "numerical": numerical, "categorical": categorical, "has_score": has_score, "learned": learned}
+
+
+def drift_check(settings: Settings, date: str) -> dict[str, Any]:
+    """Day D's drift verdict without Evidently's report (same distances, computed with scipy): for backtests.
+
+    Returns ``columns`` (per column: distance, threshold, source, null, drifted), ``drifted`` and
+    ``rates`` (relative change of each label's mean, ``rate_alarms`` beyond ``monitor.max_rate_change``).
+    """
+    from eliverec.monitoring.thresholds import distances
+
+    p = drift_plan(settings, date)
+    dist = distances(p["cur"], p["ref"], p["methods"])
+    columns = {c: {"distance": dist[c], **p["learned"][c], "drifted": _is_drift(dist[c], p["learned"][c]["threshold"])}
+               for c in p["columns"]}
+    rates = {}
+    for c in (*TARGETS_BINARY, *TARGETS_NUMERICAL):
+        cur, ref = (float(np.nanmean(f[c].astype(float))) for f in (p["cur"], p["ref"]))
+        rates[c] = cur / ref - 1.0 if ref else float("nan")
+    limit = settings.monitor.max_rate_change
+    return {"date": date, "columns": columns, "drifted": sorted(c for c, v in columns.items() if v["drifted"]),
+            "rates": rates, "rate_alarms": sorted(c for c, r in rates.items() if abs(r) > limit),
+            "reference_days": p["ref_days"]}
+
+
+def _drift_inputs(settings: Settings, date: str) -> tuple[pd.DataFrame, list[str], dict[str, pd.DataFrame],
+                                                           dict[str, Any]]:
+    """Day D's sample, the reference days, their per-day samples (with served scores) and row counts."""
+    m, data_dir = settings.monitor, Path(settings.data_dir)
+    ref_days, asked = reference_dates(settings, date)
+    if not ref_days:
+        raise DataError(f"no reference samples in the {asked} days before {date} under {data_dir / 'features'}; "
+                        f"build a window ending at {date} (`eliverec features --end-date {date}`)")
+    cur_frames, cur_counts = frames.day_frames(data_dir, [date], m.sample_rows, settings.seed)
+    ref_frames, ref_counts = frames.day_frames(data_dir, ref_days, m.sample_rows, settings.seed)
+    ref_frames = {d: _labels_as_categories(frames.attach_scores(f, data_dir, [d])) for d, f in ref_frames.items()}
+    cur = _labels_as_categories(frames.attach_scores(cur_frames[date], data_dir, [date]))
+    info = {"counts": ref_counts, "rows_available": sum(ref_counts.values()), "days_asked": asked,
+            "current_rows": cur_counts[date]}
+    return cur, ref_days, ref_frames, info
+
+
+def _labels_as_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    for c in TARGETS_BINARY:
+        frame[c] = frame[c].astype(str)
+    return frame
+
+
+def learned_thresholds(settings: Settings, ref_frames: dict[str, pd.DataFrame], methods: dict[str, str],
+                       rows: int) -> dict[str, dict[str, Any]]:
+    """Per column: the threshold (learned from the reference days' null, or a hand-set override) and its null."""
+    from eliverec.monitoring import thresholds
+
+    m = settings.monitor
+    draws = thresholds.null_draws(ref_frames, methods, settings.seed, rows)
+    return thresholds.learn(draws, m.false_alarm_rate, m.threshold_floor, m.column_thresholds, m.drift_threshold)
+
+
+def control_note(settings: Settings, columns: list[str], n_days: int) -> str:
+    """How the day's thresholds were set and the multiple-comparison control, in one sentence."""
+    from eliverec.monitoring.thresholds import control_note as note
+    from eliverec.monitoring.thresholds import n_draws
+
+    m = settings.monitor
+    text = note(m.false_alarm_rate, len(columns), n_draws(n_days))
+    overrides = sorted(m.column_thresholds) + (["all columns"] if m.drift_threshold is not None else [])
+    return text + (f"; hand-set overrides: {', '.join(overrides)}" if overrides else "")
+
+
+def alarm_rows(date: str, drift: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per drifted column of a day: distance, threshold, where the threshold came from, its null."""
+    rows = []
+    for c in drift["drifted"]:
+        v = drift["columns"][c]
+        rows.append({"date": date, "column": c, "method": v["method"], "distance": v["distance"],
+                     "threshold": v["threshold"], "source": v["source"], "null_median": v["null"]["median"],
+                     "null_max": v["null"]["max"], "null_draws": v["null"]["draws"]})
+    return rows
+
+
+def _is_drift(distance: float | None, threshold: float | None) -> bool | None:
+    """Distance-type tests (wasserstein, jensenshannon, psi...) drift at or above the threshold (None: untested)."""
+    if distance is None or threshold is None or math.isnan(distance):
+        return None
+    return bool(distance >= threshold)
 
 
 # ----------------------------------------------------------------------------- discoverability
@@ -317,9 +426,12 @@ def markdown(s: dict[str, Any]) -> str:
     d, disc, ab = s["drift"], s["discoverability"], s["ab"]
     lines = [f"# Monitoring {s['date']}: {'passed' if s['passed'] else 'FAILED'}", ""]
     lines += [f"- {f}" for f in s["failures"]] + ([""] if s["failures"] else [])
-    lines += ["## Drift", "", d["reference"]["note"] + "; " + d["current"]["note"] + "; " + d["prediction"], "",
-              "| column | method | distance | threshold | drifted |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {c} | {v['method']} | {_fmt(v['distance'])} | {v['threshold']} | {v['drifted']} |"
+    lines += ["## Drift", "", d["reference"]["note"] + "; " + d["current"]["note"] + "; " + d["prediction"] + ".",
+              "", d["thresholds"] + ".", "",
+              "| column | method | distance | threshold | source | null median | null max | null draws | drifted |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {c} | {v['method']} | {_fmt(v['distance'])} | {_fmt(v['threshold'])} | {v['source']} | "
+              f"{_fmt(v['null']['median'])} | {_fmt(v['null']['max'])} | {v['null']['draws']} | {v['drifted']} |"
               for c, v in d["columns"].items()]
     lines += ["", "| label | current | reference | relative change |", "| --- | --- | --- | --- |"]
     lines += [f"| {c} | {_fmt(v['current'])} | {_fmt(v['reference'])} | {_fmt(v['relative_change'])} |"

@@ -1,6 +1,7 @@
-"""End to end on the real simulated world: an intent shift is flagged on its day and not on the quiet days
-before it; the workspace keeps one snapshot per day; the real Evidently UI renders the dashboards in
-headless Chromium (screenshot saved under the pytest tmp folder)."""
+"""End to end on the real simulated world: a planted intent shift alarms on its day (thresholds learned from the
+reference days), the quiet days before it and the same day of the world's quiet twin do not; the workspace keeps
+one snapshot per day; the real Evidently UI renders the dashboards in headless Chromium (screenshot saved under
+the pytest tmp folder)."""
 
 from __future__ import annotations
 
@@ -14,31 +15,18 @@ from pathlib import Path
 import pytest
 
 from eliverec.errors import ValidationFailed
-from tests.conftest import PARAMS
+from tests.monitoring.worlds import QUIET, REFERENCE_DAYS, SHIFT, SHIFTED, tiny_world
 
 pytestmark = pytest.mark.slow
-SHIFT = "2026-09-06"
-QUIET = ("2026-09-04", "2026-09-05")
 CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
-    """Tiny world (2 warm-up + 6 days) with an intent shift on SHIFT; bronze and samples built; days monitored."""
-    from eliverec.config import load_settings
-    from eliverec.data.ingest import ingest_day
-    from eliverec.features.build import build_features
+    """The world with an intent shift on SHIFT (half of every user's intents move), monitored on QUIET and SHIFT."""
     from eliverec.monitoring.monitor import monitor_day
-    from eliverec.world import simulate
 
-    root = tmp_path_factory.mktemp("monitor-world")
-    s = load_settings("tiny", overrides=["world.days=6", f"world.shift_days=['{SHIFT}']",
-                                         f"monitor.workspace={root / 'workspace'}"],
-                      params=PARAMS, data_dir=root / "data")
-    dates = simulate(s, progress=False)["dates"]
-    for d in dates:
-        ingest_day(s, d)
-    build_features(s, SHIFT, train_days=len(dates) - 1)
+    s = tiny_world(tmp_path_factory.mktemp("monitor-world"), *SHIFTED)
     results: dict[str, dict | ValidationFailed] = {}
     for d in (*QUIET, SHIFT):
         try:
@@ -48,7 +36,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     return s, results
 
 
-def test_intent_shift_is_flagged_on_its_day_only(world):
+def test_planted_shift_alarms_on_its_day_and_not_on_its_quiet_twin(world, tmp_path: Path):
+    from eliverec.monitoring.monitor import drift_check, monitor_day
+
     s, results = world
     for d in QUIET:
         assert not isinstance(results[d], ValidationFailed), f"quiet day {d} flagged: {results[d]}"
@@ -58,23 +48,38 @@ def test_intent_shift_is_flagged_on_its_day_only(world):
     assert "product_novelty" in str(exc) and exc.exit_code == 3
     summary = json.loads((Path(s.data_dir) / "reports" / "monitoring" / SHIFT / "summary.json").read_text())
     assert summary["passed"] is False and "product_novelty" in summary["drift"]["drifted"]
-    assert summary["drift"]["columns"]["product_novelty"]["distance"] > 2 * s.monitor.drift_threshold
+    novelty = summary["drift"]["columns"]["product_novelty"]
+    assert novelty["source"] == "learned" and novelty["null"]["draws"] == REFERENCE_DAYS * (REFERENCE_DAYS - 1) // 2
+    assert novelty["distance"] >= novelty["threshold"] >= novelty["null"]["max"]
+    assert [a["column"] for a in summary["alarms"]] == summary["drift"]["drifted"]
+    assert drift_check(s, SHIFT)["drifted"] == summary["drift"]["drifted"]  # the backtest's verdict is the report's
     for key in ("drift", "discoverability", "ab"):  # reports are written before the failure is raised
         assert (Path(s.data_dir) / "reports" / "monitoring" / SHIFT / f"{key}.html").stat().st_size > 10_000
 
+    twin = tiny_world(tmp_path)  # same seed, no shift: identical up to SHIFT, quiet on it
+    quiet = monitor_day(twin, SHIFT, workspace=False)
+    assert quiet["passed"] and quiet["drift"]["drifted"] == [] and quiet["alarms"] == []
+    q = quiet["drift"]["columns"]["product_novelty"]
+    assert q["distance"] < q["threshold"] < novelty["distance"]
 
-def test_summary_states_reference_sampling_and_definitions(world):
+
+def test_summary_states_reference_sampling_thresholds_and_definitions(world):
     s, results = world
     r = results[QUIET[1]]
     ref = r["drift"]["reference"]
-    assert ref["days"] == ["2026-09-03", "2026-09-04"] and ref["rows_sampled"] <= s.monitor.sample_rows
-    assert "reference = 2 of the 2 days" in ref["note"]
-    assert r["discoverability"]["history_days"] == 6  # warm-up starts 2026-08-30
-    assert any("30-day discoverability uses 6 of 30 days" in n for n in r["discoverability"]["notes"])
+    assert ref["days"] == ["2026-09-02", "2026-09-03", "2026-09-04", "2026-09-05"]
+    assert ref["rows_sampled"] <= s.monitor.sample_rows
+    assert f"reference = {REFERENCE_DAYS} of the {REFERENCE_DAYS} days" in ref["note"]
+    assert "Bonferroni" in r["drift"]["thresholds"] and f"false-alarm rate {s.monitor.false_alarm_rate}" in \
+        r["drift"]["thresholds"]
+    assert {v["source"] for v in r["drift"]["columns"].values()} <= {"learned", "floor"}
+    assert r["discoverability"]["history_days"] == 7  # warm-up starts 2026-08-30
+    assert any("30-day discoverability uses 7 of 30 days" in n for n in r["discoverability"]["notes"])
     assert r["ab"]["low_users"] > 0 and 0 < r["ab"]["by"]["all/low"]["ctr"] < 1
     assert "no served scores" in r["drift"]["prediction"]
     md = Path(r["reports"]["markdown"]).read_text()
     assert "| product_novelty |" in md and "## Users by activity" in md and "| all/low |" in md
+    assert "| null median | null max | null draws |" in md
 
 
 def test_rerunning_a_day_replaces_its_snapshot(world):
