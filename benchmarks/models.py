@@ -33,7 +33,8 @@ from eliverec.features.batch import random_batch
 from eliverec.models import MultiTaskLoss, build_model, list_models
 
 RESULTS = Path(__file__).resolve().parent / "results"
-QUICK_MODELS = ("eliverec", "eliverec_wo_m", "din_dual", "bst_dual", "eta_dual", "dien_dual")
+QUICK_MODELS = ("eliverec", "eliverec_wo_m", "din_dual", "bst_dual", "eta_dual", "dien_dual",
+                "can_dual", "minet", "dasl", "conet", "dtcdr", "ddtcdr")  # + the cross-domain group (issue 14)
 
 
 def with_model(s: Settings, name: str, **model: Any) -> Settings:

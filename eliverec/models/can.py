@@ -27,14 +27,15 @@ class CoActionContext(Context):
 
 class CAN(DIEN):
     """The paper builds CAN on DIEN (section II: "CAN explores ... feature co-action based on DIEN"),
-    as CAN's released code does: DIEN's features plus, per domain, the co-action unit
-    ``H_K = sum_i sum_c MLP_can(p_i^c; P_induction)`` (``CoActionUnit``): the target channel's own
+    as open-source ports do (ReChorus' CAN extends its DIEN): DIEN's features plus, per domain, the
+    co-action unit ``H_K = sum_i sum_c MLP_can(p_i^c; P_induction)`` (``CoActionUnit``): the target's own
     parameter vector ``P_induction`` (a separate table, summed over the channel's fields, like every
     item embedding here) is reshaped into the weights of a micro-MLP applied to each behaviour's
     feed-side vector ``p_i`` (another separate, 16-wide table). Co-action parameters are separate from
     the representation embeddings, as in CAN. The feed-side vectors are candidate-independent
     (``user_state``); the unit runs per candidate. ``can_dual`` applies a second unit (its own slice of
-    ``P_induction``) to the product sequence.
+    ``P_induction``) to the product sequence. CAN also co-acts the target with user-profile fields;
+    only the behaviour sequences are co-acted here (the unit the paper's description names).
     """
 
     name = "can"
