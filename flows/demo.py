@@ -2,7 +2,8 @@
 
 nightly (simulate 8 days + warm-up, ingest, validate, features, bootstrap the ETA champion, train and
 gate eLiveRec) -> rollout (A/B ramp of the challenger against simulated users, when there is one)
--> monitor (the test day) -> a short report and the commands that open the UIs.
+-> monitor (every day of the window that has a reference day, backfilled in one pass, so the
+dashboards show a series) -> a short report and the commands that open the UIs.
 """
 
 from __future__ import annotations
@@ -48,9 +49,18 @@ def main() -> None:
         lines.append(_line("rollout", state, sec) + (f" outcome: {outcome.get('outcome')}"
                                                       if isinstance(outcome, dict) else ""))
         _retire_control(s)
-        state, sec = _run(monitor, a.profile, a.overrides, a.data_dir, a.params)
-        lines.append(_line("monitor", state, sec))
+        state, sec = _run(monitor, a.profile, a.overrides, a.data_dir, a.params, backfill=True)
+        lines.append(_line("monitor", state, sec) + _monitored(state))
     _report(s, lines, time.time() - started)
+
+
+def _monitored(state: Any) -> str:
+    """How many days the monitoring backfill covered and its time per day."""
+    result = state.result(raise_on_failure=False) if not state.is_failed() else None
+    if not isinstance(result, dict) or not result:
+        return ""
+    per_day = sum(r["seconds"] for r in result.values()) / len(result)
+    return f" ({len(result)} days {min(result)}..{max(result)}, {per_day:.0f} s a day)"
 
 
 def _control_if_no_challenger(s: Any) -> list[str]:

@@ -12,14 +12,6 @@ from tests.pipeline import tiny
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _overrides(root: Path, *extra: str) -> list[str]:
     return [f"tracking.uri=sqlite:///{root}/mlruns/mlflow.db", "train.max_steps=30",
             "gate.latency_budget_ms=60000", *extra]
@@ -78,15 +70,13 @@ def test_nightly_then_monitor_and_a_rerun_skips_finished_work(harness, tmp_path:
         assert registry.read_audit(s)[-1]["actor"] == "ab-ramp"
     assert list((s.data_dir / "raw").glob("*/events-serving-*.jsonl"))  # served traffic for the next nightly
 
-    # monitoring: either the day passes (a summary artifact) or the flow fails with a readable reason
-    # naming each failed test; the reports are written in both cases
+    # monitoring: the day passes or alarms, a verdict either way (Completed or Alarm, never Failed); the
+    # reports are written in both cases (alarms on planted shifts: tests/flows/test_monitor_flow.py)
     mon = monitor("tiny", ov, str(tmp_path / "data"), return_state=True)
     reports = s.data_dir / "reports" / "monitoring" / "2026-09-04"
     assert (reports / "summary.md").exists() and (reports / "drift.html").exists()
-    if mon.is_completed():
-        assert "Monitoring 2026-09-04: passed" in _artifact("monitor-summary")
-    else:
-        assert mon.is_failed() and "monitoring 2026-09-04 failed" in mon.message and "Drift" in mon.message
+    assert mon.is_completed() and mon.name in ("Completed", "Alarm"), mon.message
+    assert f"Monitoring 2026-09-04: {'passed' if mon.name == 'Completed' else 'Alarm'}" in _artifact("monitor-summary")
 
 
 def test_failed_validation_stops_the_flow_and_names_the_stage(harness, tmp_path: Path) -> None:
