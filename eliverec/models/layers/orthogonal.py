@@ -33,6 +33,7 @@ class OrthogonalMap(nn.Module):
     def inverse(self, v: Tensor) -> Tensor:
         return v @ self.matrix()
 
+    @torch.no_grad()
     def orthogonality_error(self) -> Tensor:
         """``max |X^T X - I|`` (0 up to float rounding)."""
         x = self.matrix()
