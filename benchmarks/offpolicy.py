@@ -29,11 +29,13 @@ the effective sample size and the share of matched impressions; and for the gate
 (candidate - champion, paired): coverage of the true difference and how often a candidate is rejected.
 
 Sizing: the default (``--profile tiny``: 300 users, 60 channels; 100 replicates x 2000 feeds, 200
-bootstrap resamples, truth over 20000 feeds) runs in about two minutes on two shared cores;
-``--profile default`` (10000 users, 1500 channels, a few hundred live) with ``--replicates 30`` in a few
-minutes. The marginals are exact (feeds are 8 wide), so no Monte Carlo sizing enters.
+bootstrap resamples, truth over 20000 feeds, the simulator's marginals for the ``*`` rows from 2000
+Monte Carlo rankings per matched feed) took 5 minutes on two shared cores; ``--profile default
+--replicates 30 --true-mu-samples 0`` (10000 users, 1500 channels, a few hundred live) about 2 minutes.
+The production marginals are exact (feeds are 8 wide), so no Monte Carlo sizing enters them.
+``--clip 1e9`` turns clipping off (results ``offpolicy_<profile>_noclip.*``).
 
-Run: ``nice .venv/bin/python benchmarks/offpolicy.py [--profile tiny] [--replicates 60] [--feeds 2000]``;
+Run: ``nice .venv/bin/python benchmarks/offpolicy.py [--profile tiny] [--replicates 100] [--feeds 2000]``;
 writes ``benchmarks/results/offpolicy_<profile>.{json,md}``.
 """
 
@@ -154,6 +156,28 @@ def log_feeds(world: Any, ctx: Contexts, rng: np.random.Generator) -> tuple[Any,
     return logs, chans
 
 
+def true_marginals(world: Any, ctx: Contexts, logs: Any, chans: np.ndarray, feeds: np.ndarray, samples: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """The simulator's marginals ``mu(c, k | x)`` of the logged channels of ``feeds`` (Monte Carlo over the
+    logging policy's full PL scores of the live pool): the diagnostic that separates the even-split
+    approximation of :func:`eliverec.evaluation.offpolicy.marginal_propensity` from the estimators."""
+    st = world.day(int(world.day_of(ctx.ts[0])))
+    intents = world.intents_on(st.index)
+    slot = (ctx.ts - st.start_ms) // st.slot_ms
+    mu = np.zeros(chans.shape)
+    todo = np.flatnonzero(feeds)
+    for s in np.unique(slot[todo]).tolist():
+        rows = todo[slot[todo] == s]
+        cand = st.live_lists[int(s)]
+        score = world.policy_scores(ctx.users[rows], cand, int(s), st, intents[ctx.users[rows]])  # (B, M)
+        keys = score[:, None, :] + rng.gumbel(size=(rows.size, samples, cand.size))
+        col = np.argmax(chans[rows][:, :, None] == cand[None, None, :], axis=2)  # (B, K): logged channel's column
+        own = np.take_along_axis(keys, np.broadcast_to(col[:, None, :], (rows.size, samples, col.shape[1])), 2)
+        ahead = (keys[:, :, None, :] > own[:, :, :, None]).sum(-1)  # (B, S, K)
+        mu[rows] = (ahead == np.arange(col.shape[1])[None, None, :]).mean(1)
+    return np.where(chans >= 0, np.maximum(mu, 1.0 / (samples + 1)), 0.0)
+
+
 def targets(logs: Any, chans: np.ndarray, ctx: Contexts, scores: dict[str, np.ndarray], exam: np.ndarray,
             scale: float) -> dict[str, Any]:
     """Each candidate's :class:`Target`: deterministic matches, its own predictions as the reward model.
@@ -201,14 +225,20 @@ def replicate(world: Any, day: int, n: int, cfg: argparse.Namespace, rng: np.ran
             cond = ope.feed_matrix(logs[key], logs[key].propensity)
             mu = ope.marginal_propensity(cond, logs[key].pool, cfg.mc_samples, rng,
                                          feeds=ope.needed_feeds(logs[key], list(tg.values())))
-        for est in ope.ESTIMATORS:
+            if cfg.true_mu_samples:
+                mu_true = true_marginals(world, ctx, logs[key], chans, ope.needed_feeds(logs[key], list(tg.values())),
+                                         cfg.true_mu_samples, rng)
+        variants = [(est, mu) for est in ope.ESTIMATORS]
+        variants += [(f"{est}*", mu_true) for est in ope.ESTIMATORS] if cfg.true_mu_samples else []
+        for label, m in variants:
+            est = label.rstrip("*")
             for name in CANDIDATES:
                 if name == "champion":
                     continue
-                res = ope.compare(logs[key], tg[name], tg["champion"], mu, est, cfg.clip, counts, cfg.level)
-                out[f"{key}/{est}/{name}"] = res["candidate"]
-                out[f"{key}/{est}/champion"] = res["champion"]
-                out[f"{key}/{est}/{name}-champion"] = res["difference"]
+                res = ope.compare(logs[key], tg[name], tg["champion"], m, est, cfg.clip, counts, cfg.level)
+                out[f"{key}/{label}/{name}"] = res["candidate"]
+                out[f"{key}/{label}/champion"] = res["champion"]
+                out[f"{key}/{label}/{name}-champion"] = res["difference"]
         out[f"{key}/logged"] = float(logs[key].reward.sum() / logs[key].n_feeds)
     return out
 
@@ -253,14 +283,18 @@ def summarise(runs: list[dict[str, Any]], truth: dict[str, Any], level: float) -
     from eliverec.evaluation.offpolicy import ESTIMATORS
 
     rows = []
+    labels = [*ESTIMATORS, *(f"{e}*" for e in ESTIMATORS if f"watch/{e}*/random" in runs[0])]
     for key in REWARDS:
-        for est in ESTIMATORS:
+        for est in labels:
             for name in CANDIDATES:
                 rows.append(_row(runs, truth, key, est, name))
                 if name != "champion":
                     rows.append(_diff_row(runs, truth, key, est, name))
+    watch = [r for r in rows if r["reward"] == "watch" and not r["estimator"].endswith("*")]
+    coverage = {e: float(np.mean([r["coverage"] for r in watch if r["estimator"] == e])) for e in ESTIMATORS}
     return {"rows": rows, "level": level, "logged_rate": {k: float(np.mean([r[f"{k}/logged"] for r in runs]))
-                                                           for k in REWARDS}}
+                                                           for k in REWARDS},
+            "watch_coverage": coverage, "best_coverage": max(coverage, key=coverage.__getitem__)}
 
 
 def _row(runs: list[dict[str, Any]], truth: dict[str, Any], key: str, est: str, name: str) -> dict[str, Any]:
@@ -293,15 +327,23 @@ def markdown(result: dict[str, Any]) -> str:
              f"resamples, nominal {s['level']:.0%} intervals, clip {result['clip']}, truth over "
              f"{result['truth_feeds']} feeds; {result['seconds']:.0f} s on {result['machine']}. Logged policy: "
              f"{s['logged_rate']['watch']:.4f} watches per feed.", "",
+             "Mean coverage of the watch rows (candidates and differences) per estimator: "
+             + ", ".join(f"{e} {c:.3f}" for e, c in s["watch_coverage"].items())
+             + f"; best: **{s['best_coverage']}** (the gate's `ope.estimator`). Estimators marked * use the "
+             "simulator's true marginal propensities (a diagnostic: production has only the logged ones).", "",
              "| reward | estimator | candidate | truth | A/B (se) | mean est. | bias | rel. bias | sd | width "
              "| coverage | ESS | rejected |", "|" + "---|" * 13]
     for r in s["rows"]:
         ab = f"{r['ab'][0]:.4f} ({r['ab'][1]:.4f})" if "ab" in r else ""
         lines.append(f"| {r['reward']} | {r['estimator']} | {r['candidate']} | {r['truth']:.4f} | {ab} | "
-                     f"{r['mean']:.4f} | {r['bias']:+.4f} | {r.get('rel_bias', float('nan')):+.1%} | {r['sd']:.4f} | "
-                     f"{r['width']:.4f} | {r['coverage']:.2f} | {r.get('ess', float('nan')):.0f} | "
-                     f"{r.get('rejected', float('nan')):.2f} |")
-    return "\n".join(lines).replace("| nan% |", "| |").replace("| nan |", "| |") + "\n"
+                     f"{r['mean']:.4f} | {r['bias']:+.4f} | {_opt(r, 'rel_bias', '+.1%')} | {r['sd']:.4f} | "
+                     f"{r['width']:.4f} | {r['coverage']:.2f} | {_opt(r, 'ess', '.0f')} | "
+                     f"{_opt(r, 'rejected', '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _opt(row: dict[str, Any], key: str, fmt: str) -> str:
+    return format(row[key], fmt) if key in row else ""
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -317,9 +359,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--mc-samples", dest="mc_samples", type=int, default=512)
     ap.add_argument("--truth-feeds", dest="truth_feeds", type=int, default=20000)
+    ap.add_argument("--true-mu-samples", dest="true_mu_samples", type=int, default=2000,
+                    help="also run every estimator with the simulator's marginals (Monte Carlo; 0: off)")
+    ap.add_argument("--clip", type=float, default=None, help="weight clip (default: ope.clip)")
     args = ap.parse_args(argv)
     settings = load_settings(args.profile)
-    args.clip, args.level = settings.ope.clip, settings.ope.level
+    args.clip, args.level = args.clip or settings.ope.clip, settings.ope.level
     started = time.perf_counter()
     world = World.from_settings(settings)
     day = world.cfg.warmup_days + world.cfg.days - 1
@@ -327,12 +372,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = [replicate(world, day, args.feeds, args, np.random.default_rng([settings.seed, 19, 1 + i]))
             for i in range(args.replicates)]
     result = {"profile": args.profile, "replicates": args.replicates, "feeds": args.feeds,
-              "bootstrap": args.bootstrap, "mc_samples": args.mc_samples, "clip": args.clip,
+              "bootstrap": args.bootstrap, "mc_samples": args.mc_samples, "true_mu_samples": args.true_mu_samples,
+              "clip": args.clip,
               "truth_feeds": args.truth_feeds, "machine": _machine.cpu_model(), "world": world.describe(),
               "truth": truth, "summary": summarise(runs, truth, args.level)}
     result["seconds"] = time.perf_counter() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"offpolicy_{args.profile}"
+    suffix = "" if args.clip == settings.ope.clip else ("_noclip" if args.clip >= 1e6 else f"_clip{args.clip:g}")
+    stem = RESULTS / f"offpolicy_{args.profile}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
