@@ -11,10 +11,12 @@ being placed first)::
 
 and the mass ``R = 1 - sum_k w_k`` of the channels the feed did not show. The logs do not hold the
 weights of those channels one by one, so the *marginal* probability ``mu(c, k | x)`` that the logger
-puts channel ``c`` at position ``k`` (the propensity item-position estimators need) is estimated by
-Monte Carlo: PL samples over the shown weights plus ``R`` spread evenly over the feed's other
-candidates (:func:`marginal_propensity`). That even split is an approximation (exact when every
-candidate was shown); the benchmark (``benchmarks/offpolicy.py``) measures what it costs.
+puts channel ``c`` at position ``k`` (the propensity item-position estimators need) is computed with
+``R`` spread evenly over the feed's other candidates: exactly by a dynamic programme over the subsets
+of shown channels (feeds up to ``EXACT_WIDTH`` wide), else by Monte Carlo (:func:`marginal_propensity`).
+That even split is an approximation (exact when every candidate was shown, or the unshown ones weigh
+the same); the benchmark (``benchmarks/offpolicy.py``) measures it against the simulator's marginals.
+Nothing here reads the simulator: only logged fields, the candidates' scores and ``ope`` settings.
 
 Why item-position estimators: a deterministic candidate ranking matches a whole logged 8-channel
 PL slate with negligible probability (overlap of whole slates is tiny), so slate-level IPS is
