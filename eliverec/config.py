@@ -242,6 +242,7 @@ class MonitorConfig(Section):
     cat_method: str = "jensenshannon"  # Evidently stat test of categorical columns
     false_alarm_rate: float = Field(default=0.05, gt=0.0, lt=1.0)  # drift: family-wise rate per quiet day (Bonferroni)
     threshold_floor: float = Field(default=0.05, gt=0.0)  # learned per-column thresholds never go below this
+    min_null_draws: int = Field(default=6, ge=2)  # fewer reference-day pairs: drift reported, not tested
     drift_threshold: float | None = Field(default=None, gt=0.0)  # hand-set threshold for every column (overrides)
     column_thresholds: dict[str, float] = Field(default_factory=dict)  # hand-set per column (overrides)
     alarm_webhook: str | None = None  # the monitor flow POSTs its alarm table (JSON) here on an alarm

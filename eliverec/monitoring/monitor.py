@@ -6,7 +6,8 @@ Three Evidently reports per day, each a snapshot in its workspace project and an
   ``reference_days`` before D, sampled to ``monitor.sample_rows`` rows; day D sampled the same
   way), one ``ValueDrift`` test per column (normed Wasserstein for numbers, Jensen-Shannon for
   categories) at the column's threshold learned from the reference days (an empirical null with
-  Bonferroni control over the columns, :mod:`eliverec.monitoring.thresholds`; hand-set
+  Bonferroni control over the columns, :mod:`eliverec.monitoring.thresholds`; reported, not
+  tested, when the window is too short for ``monitor.min_null_draws`` draws; hand-set
   ``monitor.column_thresholds`` / ``monitor.drift_threshold`` override it), target drift of the labels
   and prediction drift of the served score when the ranking service logged one (``RateShift``:
   relative change of the mean, at most ``monitor.max_rate_change``);
@@ -241,7 +242,8 @@ def learned_thresholds(settings: Settings, ref_frames: dict[str, pd.DataFrame], 
 
     m = settings.monitor
     draws = thresholds.null_draws(ref_frames, methods, settings.seed, rows)
-    return thresholds.learn(draws, m.false_alarm_rate, m.threshold_floor, m.column_thresholds, m.drift_threshold)
+    return thresholds.learn(draws, m.false_alarm_rate, m.threshold_floor, m.column_thresholds, m.drift_threshold,
+                            m.min_null_draws)
 
 
 def control_note(settings: Settings, columns: list[str], n_days: int) -> str:
@@ -250,7 +252,7 @@ def control_note(settings: Settings, columns: list[str], n_days: int) -> str:
     from eliverec.monitoring.thresholds import n_draws
 
     m = settings.monitor
-    text = note(m.false_alarm_rate, len(columns), n_draws(n_days))
+    text = note(m.false_alarm_rate, len(columns), n_draws(n_days), m.min_null_draws)
     overrides = sorted(m.column_thresholds) + (["all columns"] if m.drift_threshold is not None else [])
     return text + (f"; hand-set overrides: {', '.join(overrides)}" if overrides else "")
 

@@ -6,20 +6,20 @@ distance exceeds what the reference days show among themselves:
 - **null draws** (:func:`null_draws`): for every pair of distinct reference days i < j, the
   distance of the later day's sample ("current") from the earlier one's ("reference"), as day D
   is compared with the days before it: day-to-day swings plus up to ``k - 1`` days of slow
-  trend; and, when the window holds fewer than ``MIN_PAIR_DAYS`` days, for every reference day
-  the distance between two random halves of its sample (sampling noise alone). ``k`` reference
-  days give ``k (k - 1) / 2`` draws per column (plus ``k`` below ``MIN_PAIR_DAYS``). Halves stay
-  out of larger windows: they lack the day-to-day part and would widen the fitted spread.
+  trend. ``k`` reference days give ``k (k - 1) / 2`` draws per column. (Bootstrap halves of one
+  day were tried as extra draws: they carry sampling noise only, no day-to-day part, so they
+  understate the null and widen the fitted spread when mixed with the pairs.)
 - **threshold** (:func:`learn`): the upper ``1 - alpha / m`` prediction bound for one more draw
   under a log-normal fitted to the column's ``n`` draws (Student t with ``n - 1`` degrees of
-  freedom, so a thin null gives a wide bound; with a handful of draws an empirical quantile that
-  far out would simply be the maximum), never below the largest draw nor below
-  ``monitor.threshold_floor``. ``alpha`` is ``monitor.false_alarm_rate`` and ``m`` the number of
-  columns tested that day: **Bonferroni** control of the family-wise rate, i.e. if day D's
-  log-distances behave like the null draws, a quiet day raises *any* drift alarm with probability
-  at most ``alpha``. Whether they do is measured, not assumed: ``benchmarks/monitor_backtest.py``.
-  A column with fewer than 2 draws (one reference day: one pair of halves) gets no learned
-  threshold and is reported, not tested.
+  freedom; with a handful of draws an empirical quantile that far out would simply be the
+  maximum), never below the largest draw nor below ``monitor.threshold_floor``. ``alpha`` is
+  ``monitor.false_alarm_rate`` and ``m`` the number of columns tested that day: **Bonferroni**
+  control of the family-wise rate, i.e. if day D's log-distances behave like the null draws, a
+  quiet day raises *any* drift alarm with probability at most ``alpha``. Whether they do is
+  measured, not assumed: ``benchmarks/monitor_backtest.py``. With fewer than
+  ``monitor.min_null_draws`` draws (default 6: 4 reference days) the bound is too wide to mean
+  anything (3 draws: t with 2 degrees of freedom, thresholds in the hundreds): the column is
+  reported, not tested.
 - **overrides**: ``monitor.column_thresholds`` (per column) and ``monitor.drift_threshold`` (all
   columns) are optional hand-set thresholds that replace the learned ones.
 
@@ -39,8 +39,6 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance as spd
 
-#: With fewer reference days than this, bootstrap halves join the day pairs in the null.
-MIN_PAIR_DAYS = 3
 #: Distances whose null is computed here (Evidently names).
 METHODS = ("wasserstein", "jensenshannon")
 
@@ -75,17 +73,13 @@ def null_draws(days: Mapping[str, pd.DataFrame], methods: Mapping[str, str], see
                rows: int | None = None) -> dict[str, np.ndarray]:
     """Null distances per column from the reference ``days`` (see the module docstring).
 
-    ``rows`` caps the rows of each side of a day-pair draw (the size of D's sample, so the null
-    carries the same sampling noise as D's comparison).
+    ``rows`` caps the rows of each side of a draw (the size of D's sample, so the null carries the
+    same sampling noise as D's comparison).
     """
     rng = np.random.default_rng(seed)
     frames = {d: _cap(f, rows, rng) for d, f in sorted(days.items())}
-    draws: list[dict[str, float]] = []
-    for a, b in itertools.combinations(frames, 2):  # a before b: b plays day D, a its reference
-        draws.append(distances(frames[b], frames[a], methods))
-    for f in frames.values() if len(frames) < MIN_PAIR_DAYS else ():
-        half = rng.permutation(len(f)) < len(f) // 2
-        draws.append(distances(f[half], f[~half], methods))
+    draws = [distances(frames[b], frames[a], methods)  # a before b: b plays day D, a its reference
+             for a, b in itertools.combinations(frames, 2)]
     return {c: np.array([d[c] for d in draws], dtype=float) for c in methods}
 
 
@@ -112,18 +106,19 @@ def prediction_bound(draws: np.ndarray, level: float) -> float:
 
 
 def learn(draws: Mapping[str, np.ndarray], alpha: float, floor: float, overrides: Mapping[str, float],
-          global_override: float | None = None) -> dict[str, dict[str, Any]]:
+          global_override: float | None = None, min_draws: int = 2) -> dict[str, dict[str, Any]]:
     """Per column: ``threshold`` (None: not tested), its ``source`` and a summary of its null.
 
     ``source`` is ``override`` (hand-set), ``learned``, ``floor`` (the learned bound was lower) or
-    ``untested`` (fewer than 2 null draws and no override).
+    ``untested`` (fewer than ``min_draws`` null draws and no override).
     """
     level = 1.0 - alpha / max(len(draws), 1)
     out = {}
     for c, d in draws.items():
         d = d[np.isfinite(d)]
         bound = prediction_bound(d, level)  # NaN below 2 positive draws (a column that never moves: the floor)
-        learned = max(bound if np.isfinite(bound) else 0.0, float(d.max())) if d.size >= 2 else float("nan")
+        learned = max(bound if np.isfinite(bound) else 0.0, float(d.max())) if d.size >= max(min_draws, 2) \
+            else float("nan")
         null = {"draws": int(d.size), "median": _r(np.median(d)) if d.size else None,
                 "max": _r(d.max()) if d.size else None, "level": round(level, 6)}
         if c in overrides or global_override is not None:
@@ -144,12 +139,14 @@ def _r(x: float) -> float | None:
 
 def n_draws(days: int) -> int:
     """Null draws per column from ``days`` reference days (see :func:`null_draws`)."""
-    return days * (days - 1) // 2 + (days if days < MIN_PAIR_DAYS else 0)
+    return days * (days - 1) // 2
 
 
-def control_note(alpha: float, m: int, draws: int) -> str:
+def control_note(alpha: float, m: int, draws: int, min_draws: int) -> str:
     """One sentence stating the multiple-comparison control of a day's drift tests."""
-    return (f"thresholds learned per column from {draws} null draws (reference day pairs, bootstrap halves "
-            f"below {MIN_PAIR_DAYS} days): the {1 - alpha / max(m, 1):.4f} log-normal prediction bound (Bonferroni: "
-            f"family-wise false-alarm rate {alpha} per day over {m} columns), at least the largest draw and the "
-            "floor; fewer than 2 draws: reported, not tested")
+    if draws < min_draws:
+        return (f"drift reported, not tested: {draws} null draws (pairs of reference days) of the {min_draws} "
+                "needed to learn thresholds (monitor.min_null_draws)")
+    return (f"thresholds learned per column from {draws} null draws (pairs of reference days): the "
+            f"{1 - alpha / max(m, 1):.4f} log-normal prediction bound (Bonferroni: family-wise false-alarm rate "
+            f"{alpha} per day over {m} columns), at least the largest draw and the floor")

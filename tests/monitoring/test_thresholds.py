@@ -34,15 +34,16 @@ def test_distances_are_evidentlys_own():
     assert ours["x"] > 0 and ours["cat"] > 0
 
 
-def test_null_draws_pair_days_in_order_and_add_halves_only_to_thin_windows():
+def test_null_draws_pair_each_later_day_with_each_earlier_one():
     rng = np.random.default_rng(1)
     methods = {"x": "wasserstein", "cat": "jensenshannon"}
-    for k in (1, 2, 3, 4):
+    for k in (1, 2, 4):
         days = {f"2026-09-0{i + 1}": _frame(rng, 800) for i in range(k)}
         draws = T.null_draws(days, methods, seed=0, rows=500)
         assert {c: d.size for c, d in draws.items()} == dict.fromkeys(methods, T.n_draws(k))
+    assert T.n_draws(4) == 6
     days = {"2026-09-02": _frame(rng, 800, shift=1.0), "2026-09-01": _frame(rng, 800)}
-    (pair,) = T.null_draws(days, {"x": "wasserstein"}, seed=0)["x"][:1]
+    (pair,) = T.null_draws(days, {"x": "wasserstein"}, seed=0)["x"]
     # the later day plays "current" against the earlier one, normed by the earlier day's spread
     assert pair == pytest.approx(T.column_distance(days["2026-09-02"]["x"], days["2026-09-01"]["x"], "wasserstein"))
 
@@ -72,6 +73,8 @@ def test_learn_bonferroni_floor_overrides_and_untested():
                                                     abs=1e-6)
     assert out["tiny"] == {**out["tiny"], "threshold": 0.05, "source": "floor"}
     assert out["one"]["threshold"] is None and out["one"]["source"] == "untested"
+    thin = T.learn(draws, alpha=0.05, floor=0.05, overrides={"c2": 0.3}, min_draws=7)  # 6 draws < 7
+    assert thin["c1"]["source"] == "untested" and thin["c2"] == {**thin["c2"], "threshold": 0.3, "source": "override"}
     assert out["still"]["threshold"] == 0.05 and out["still"]["source"] == "floor"
     fewer = T.learn({c: draws[c] for c in ("c0", "c1")}, alpha=0.05, floor=1e-6, overrides={})
     assert fewer["c0"]["threshold"] < T.learn(draws, alpha=0.05, floor=1e-6, overrides={})["c0"]["threshold"]

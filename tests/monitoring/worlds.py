@@ -9,7 +9,7 @@ from tests.conftest import PARAMS
 
 SHIFT = "2026-09-07"
 QUIET = ("2026-09-05", "2026-09-06")
-REFERENCE_DAYS = 4  # the tiny profile's 2 training days give a thin null (1 day pair + halves: wide bounds)
+REFERENCE_DAYS = 4  # 6 day pairs (monitor.min_null_draws); the tiny profile's 2 training days give 1: untested
 SHIFTED = (f"world.shift_days=['{SHIFT}']", "world.shift_strength=0.5")  # half of every user's intents move
 
 
