@@ -35,6 +35,14 @@ Monte Carlo rankings per matched feed) took 5 minutes on two shared cores; ``--p
 The production marginals are exact (feeds are 8 wide), so no Monte Carlo sizing enters them.
 ``--clip 1e9`` turns clipping off (results ``offpolicy_<profile>_noclip.*``).
 
+``--neural``: the production path end to end on trained networks. A fresh world of the profile is
+simulated, ingested and featurised in a temporary folder; ETA dual (champion) and eLiveRec
+(challenger) train on it; with the negative control (the champion's watch probability p read as
+1 - p) and a random ranker, ``eliverec.evaluation.offpolicy.estimate_day`` estimates each on every
+feature day (one logged day each) from logged fields only, and the simulator gives the truth for the
+same feeds and the same rankings (exact expectation, plus an A/B-like draw of the world's responses).
+Tiny: under a minute. Writes ``offpolicy_neural_<profile>.{json,md}``.
+
 Run: ``nice .venv/bin/python benchmarks/offpolicy.py [--profile tiny] [--replicates 100] [--feeds 2000]``;
 writes ``benchmarks/results/offpolicy_<profile>.{json,md}``.
 """
@@ -342,6 +350,144 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class Negated:
+    """The negative control's effect on a pyfunc model: the watch probability p becomes 1 - p
+    (sigmoid of the negated logit), every other output unchanged (``experiments/controls.py``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        out = self.model.predict(inputs)
+        out["watch"] = 1.0 - out["watch"]
+        return out
+
+
+class RandomRanker:
+    """Uniform random scores (and predictions) for every input row."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Any:
+        import pandas as pd
+
+        n = len(next(iter(inputs.values())))
+        return pd.DataFrame({"watch": self.rng.random(n), "goods_bag": self.rng.random(n) * 0.5})
+
+
+def trained_world(profile: str, root: Path) -> tuple[Any, list[str], dict[str, Any]]:
+    """simulate -> ingest -> features -> train ETA dual (champion) and eLiveRec (challenger) under ``root``."""
+    from eliverec.config import load_settings
+    from eliverec.data.ingest import ingest_day
+    from eliverec.evaluation.evaluate import load_model
+    from eliverec.features.build import build_features
+    from eliverec.training.trainer import train
+    from eliverec.world import simulate
+
+    s = load_settings(profile, overrides=[f"tracking.uri=sqlite:///{root}/mlruns/mlflow.db"], data_dir=root / "data")
+    sim = simulate(s, progress=False)
+    for date in sim["dates"]:
+        ingest_day(s, date)
+    test_day = sim["dates"][-1]
+    feats = build_features(s, test_day)
+    champion = load_model(s, train(s, model_name="eta_dual", end_date=test_day, run_name="champion").model_uri)
+    challenger = load_model(s, train(s, model_name="eliverec", end_date=test_day, run_name="challenger").model_uri)
+    models = {"champion": champion, "challenger": challenger, "negative": Negated(champion),
+              "random": RandomRanker(s.seed)}
+    return s, [*feats["train_days"], test_day], models
+
+
+def day_truth(world: Any, settings: Any, date: str, day: Any, ranked: Any, rng: np.random.Generator) -> dict:
+    """The world's exact expected rewards per feed of a ranking of the day's feeds, and an A/B-like draw."""
+    import pyarrow.parquet as pq
+
+    from eliverec.evaluation.oracle import world_index
+    from eliverec.training.data import day_dir
+    from eliverec.world.world import FEED_CUT, POSITION_GAP_MS
+
+    t = pq.read_table(day_dir(settings.data_dir, date) / "samples.parquet", columns=["user_id", "ts"]).to_pandas()
+    users = world_index(t["user_id"].to_numpy()[day.feed_row], "u")
+    ts = t["ts"].to_numpy(np.int64)[day.feed_row]
+    st = world.day(int(world.day_of(ts[0])))
+    live = np.array([st.live_lists[int(s)].size for s in ((ts - st.start_ms) // st.slot_ms).tolist()])
+    k = world.cfg.feed_size
+    visible = k - np.minimum(np.arange(FEED_CUT.size), k - 1)
+    show = ((np.arange(k)[None, :] < visible[:, None]) * FEED_CUT[:, None]).sum(0)[None, :] * (
+        np.arange(k)[None, :] < np.minimum(live, k)[:, None])
+    codes = ranked.codes
+    chans = np.where(codes >= 0, world_index(day.channel_ids, "c")[np.maximum(codes, 0)], -1)
+    f, pos = np.nonzero(chans >= 0)
+    o = world.oracle(users[f], chans[f, pos], ts[f] + pos * POSITION_GAP_MS, pos)
+    cut = k - np.minimum(rng.choice(FEED_CUT.size, size=users.size, p=FEED_CUT), k - 1)
+    seen = (pos < cut[f]) & (pos < np.minimum(live, k)[f])
+    resp = world.respond(users[f][seen], chans[f, pos][seen], ts[f][seen] + pos[seen] * POSITION_GAP_MS, pos[seen], rng)
+    n = users.size
+    out = {}
+    for key in REWARDS:
+        out[key] = float((o[key] * show[f, pos]).sum() / n)
+        out[f"{key}/ab"] = float(resp[key].sum() / n)
+    return out
+
+
+def neural(args: argparse.Namespace) -> dict[str, Any]:
+    """Trained networks on a simulated world: every estimator on each feature day vs the world's truth."""
+    import shutil
+    import tempfile
+
+    from eliverec.evaluation import offpolicy as ope
+    from eliverec.world import World
+
+    root = Path(tempfile.mkdtemp(prefix="eliverec-ope-neural-"))
+    settings, dates, models = trained_world(args.profile, root)
+    world = World.from_settings(settings)
+    rows = []
+    for date in dates:
+        day = ope.load_day_feeds(settings, date, settings.ope.max_feeds, settings.seed)
+        res, ranked = ope.estimate_day(settings, day, models, "champion")
+        truth = {name: day_truth(world, settings, date, day, r, np.random.default_rng([settings.seed, 19, 9]))
+                 for name, r in ranked.items()}
+        for key in REWARDS:
+            for est in ope.ESTIMATORS:
+                got = res[f"{key}/{est}"]
+                for name, t in truth.items():
+                    rows.append(_neural_row(date, key, est, name, got[name], t[key], t[f"{key}/ab"]))
+                    if name != "champion":
+                        d = got[f"{name}-champion"]
+                        rows.append(_neural_row(date, key, est, f"{name}-champion", d,
+                                                t[key] - truth["champion"][key], None))
+    shutil.rmtree(root, ignore_errors=True)
+    return {"profile": args.profile, "dates": dates, "feeds": day.logs["watch"].n_feeds, "rows": rows,
+            "level": settings.ope.level, "clip": settings.ope.clip}
+
+
+def _neural_row(date: str, key: str, est: str, name: str, got: dict, truth: float, ab: float | None) -> dict:
+    return {"date": date, "reward": key, "estimator": est, "candidate": name, "truth": truth, "ab": ab,
+            "value": got["value"], "low": got["low"], "high": got["high"], "ess": got.get("ess"),
+            "covered": bool(got["low"] <= truth <= got["high"]), "rejected": bool(got["high"] < 0)}
+
+
+def neural_markdown(result: dict[str, Any]) -> str:
+    """Per day and candidate (watches per feed): truth, A/B-like draw and each estimator's interval."""
+    rows = [r for r in result["rows"] if r["reward"] == "watch"]
+    cov = {e: np.mean([r["covered"] for r in rows if r["estimator"] == e]) for e in ("ips", "snips", "dr")}
+    lines = [f"# Off-policy estimates of trained networks vs the world's truth ({result['profile']} world)", "",
+             f"Champion ETA dual and challenger eLiveRec trained on the simulated days, the negative control "
+             f"(champion's watch reversed) and a random ranker; each feature day ({', '.join(result['dates'])}) "
+             f"is one logged day; nominal {result['level']:.0%} intervals, clip {result['clip']}; "
+             f"{result['seconds']:.0f} s on {result['machine']}. Coverage of the watch rows: "
+             + ", ".join(f"{e} {c:.2f} ({sum(r['estimator'] == e for r in rows)} rows)" for e, c in cov.items())
+             + ".", "", "| day | estimator | candidate | truth | A/B-like | estimate [interval] | covered | ESS |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ab = "" if r["ab"] is None else f"{r['ab']:.4f}"
+        ess = "" if r["ess"] is None else f"{r['ess']:.0f}"
+        lines.append(f"| {r['date']} | {r['estimator']} | {r['candidate']} | {r['truth']:.4f} | {ab} | "
+                     f"{r['value']:.4f} [{r['low']:.4f}, {r['high']:.4f}] | {'yes' if r['covered'] else 'no'} | "
+                     f"{ess} |")
+    return "\n".join(lines) + "\n"
+
+
 def _opt(row: dict[str, Any], key: str, fmt: str) -> str:
     return format(row[key], fmt) if key in row else ""
 
@@ -362,7 +508,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--true-mu-samples", dest="true_mu_samples", type=int, default=2000,
                     help="also run every estimator with the simulator's marginals (Monte Carlo; 0: off)")
     ap.add_argument("--clip", type=float, default=None, help="weight clip (default: ope.clip)")
+    ap.add_argument("--neural", action="store_true",
+                    help="trained networks on a simulated world instead (writes offpolicy_neural_<profile>.*)")
     args = ap.parse_args(argv)
+    if args.neural:
+        started = time.perf_counter()
+        result = neural(args)
+        result.update(seconds=time.perf_counter() - started, machine=_machine.cpu_model())
+        stem = RESULTS / f"offpolicy_neural_{args.profile}"
+        stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+        stem.with_suffix(".md").write_text(neural_markdown(result))
+        print(neural_markdown(result))
+        return result
     settings = load_settings(args.profile)
     args.clip, args.level = args.clip or settings.ope.clip, settings.ope.level
     started = time.perf_counter()

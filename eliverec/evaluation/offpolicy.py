@@ -316,34 +316,49 @@ def bootstrap_counts(n_users: int, resamples: int, rng: np.random.Generator) -> 
     return rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=resamples).astype(np.float64)
 
 
+def _draws(logs: LoggedFeeds, target: Target, mu: np.ndarray, estimator: Estimator, clip: float,
+           counts: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Point estimate, its bootstrap replicates over ``counts`` (R, U) and the importance weights."""
+    w = importance_weights(logs, target, mu, clip)
+    parts = user_parts(logs, target, w, estimator)
+    return float(combine(parts, np.ones((1, logs.n_users)))[0]), combine(parts, counts), w
+
+
+def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def estimate(logs: LoggedFeeds, target: Target, mu: np.ndarray, estimator: Estimator, clip: float,
              counts: np.ndarray, level: float) -> Estimate:
     """One estimator's value with its ``level`` percentile bootstrap interval over ``counts`` (R, U)."""
-    w = importance_weights(logs, target, mu, clip)
-    parts = user_parts(logs, target, w, estimator)
-    point = float(combine(parts, np.ones((1, logs.n_users)))[0])
-    lo, hi = np.quantile(combine(parts, counts), [(1 - level) / 2, (1 + level) / 2])
-    return Estimate(estimator, point, float(lo), float(hi), effective_sample_size(w), int((w > 0).sum()))
+    point, draws, w = _draws(logs, target, mu, estimator, clip, counts)
+    return Estimate(estimator, point, *_interval(draws, level), effective_sample_size(w), int((w > 0).sum()))
+
+
+def compare_many(logs: LoggedFeeds, targets: dict[str, Target], reference: str | None, mu: np.ndarray,
+                 estimator: Estimator, clip: float, counts: np.ndarray, level: float) -> dict[str, dict]:
+    """Every target's estimate and, with a ``reference``, each other's paired difference from it
+    (``"<name>-<reference>"``; the same user resamples for all)."""
+    out: dict[str, dict] = {}
+    draws = {}
+    for name, target in targets.items():
+        point, draws[name], w = _draws(logs, target, mu, estimator, clip, counts)
+        out[name] = Estimate(estimator, point, *_interval(draws[name], level), effective_sample_size(w),
+                             int((w > 0).sum())).as_dict()
+    for name in targets:
+        if reference is not None and name != reference:
+            lo, hi = _interval(draws[name] - draws[reference], level)
+            out[f"{name}-{reference}"] = {"value": out[name]["value"] - out[reference]["value"], "low": lo, "high": hi}
+    return out
 
 
 def compare(logs: LoggedFeeds, candidate: Target, champion: Target, mu: np.ndarray, estimator: Estimator,
             clip: float, counts: np.ndarray, level: float) -> dict[str, object]:
     """Candidate, champion and their paired difference (same user resamples) under one estimator."""
-    out: dict[str, object] = {}
-    draws = {}
-    for name, target in (("candidate", candidate), ("champion", champion)):
-        w = importance_weights(logs, target, mu, clip)
-        parts = user_parts(logs, target, w, estimator)
-        draws[name] = combine(parts, counts)
-        point = float(combine(parts, np.ones((1, logs.n_users)))[0])
-        lo, hi = np.quantile(draws[name], [(1 - level) / 2, (1 + level) / 2])
-        out[name] = Estimate(estimator, point, float(lo), float(hi), effective_sample_size(w),
-                             int((w > 0).sum())).as_dict()
-    diff = draws["candidate"] - draws["champion"]
-    lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
-    out["difference"] = {"value": out["candidate"]["value"] - out["champion"]["value"],  # type: ignore[index]
-                         "low": float(lo), "high": float(hi)}
-    return out
+    out = compare_many(logs, {"candidate": candidate, "champion": champion}, "champion", mu, estimator, clip,
+                       counts, level)
+    return {"candidate": out["candidate"], "champion": out["champion"], "difference": out["candidate-champion"]}
 
 
 def deterministic_match(logs: LoggedFeeds, ranking: np.ndarray, channel: np.ndarray) -> np.ndarray:
@@ -378,7 +393,8 @@ class DayFeeds:
     ``rows``: dataset row of every impression; ``channel``: its channel code; ``feed_row`` (F,): a row
     of each feed (its user and request features); ``pool_codes`` / ``pool_rows`` (F, P): the channels
     the candidate ranks for the feed (every channel impressed on the day in the feed's stats slot, a
-    stand-in for the live set) and a row carrying each one's features (-1 = padding).
+    stand-in for the live set) and a row carrying each one's features (-1 = padding); ``channel_ids``:
+    the channel id of each code.
     """
 
     logs: dict[str, LoggedFeeds]
@@ -389,6 +405,7 @@ class DayFeeds:
     pool_rows: np.ndarray
     dataset: object
     dropped_feeds: int
+    channel_ids: np.ndarray
 
 
 def load_day_feeds(settings: Settings, date: str, max_feeds: int, seed: int) -> DayFeeds:
@@ -405,7 +422,7 @@ def load_day_feeds(settings: Settings, date: str, max_feeds: int, seed: int) -> 
     full = _impressions_with_propensity(settings, date)
     full["feed"], _ = pd.factorize(full["request_id"])
     full["row"] = np.arange(len(full))
-    full["code"], _ = pd.factorize(full["channel_id"])
+    full["code"], channel_ids = pd.factorize(full["channel_id"])
     slot_ms = settings.world.stats_interval_min * 60_000
     full["slot"] = full.groupby("feed")["ts"].transform("min") // slot_ms  # a feed's slot: its request time
     t = _complete_feeds(full)
@@ -413,7 +430,9 @@ def load_day_feeds(settings: Settings, date: str, max_feeds: int, seed: int) -> 
     t = _sample_users(t, max_feeds, seed)
     t["feed"], _ = pd.factorize(t["feed"])
     t["user"], _ = pd.factorize(t["user_id"])
-    pool_codes, pool_rows = _slot_pools(full, t.drop_duplicates("feed")["slot"].to_numpy())
+    live = _live_pairs(settings, date, full, channel_ids, slot_ms)
+    pool_codes, pool_rows = _slot_pools(pd.concat([full[["slot", "code", "row"]], live], ignore_index=True),
+                                        t.drop_duplicates("feed")["slot"].to_numpy())
     source = f"{settings.data_dir}/bronze/{date}/impression.parquet"
     feed, pos = t["feed"].to_numpy(np.int64), t["position"].to_numpy(np.int64)
     user = t["user"].to_numpy(np.int64)
@@ -424,7 +443,7 @@ def load_day_feeds(settings: Settings, date: str, max_feeds: int, seed: int) -> 
     logs["watch"].check()
     first = t.drop_duplicates("feed").sort_values("feed")["row"].to_numpy(np.int64)
     return DayFeeds(logs, t["row"].to_numpy(np.int64), t["code"].to_numpy(np.int64), first, pool_codes, pool_rows,
-                    ds, dropped)
+                    ds, dropped, np.asarray(channel_ids))
 
 
 def _impressions_with_propensity(settings: Settings, date: str):  # -> pd.DataFrame
@@ -476,9 +495,38 @@ def _sample_users(t, max_feeds: int, seed: int):  # (pd.DataFrame) -> pd.DataFra
     return t[t["user_id"].isin(keep)].reset_index(drop=True)
 
 
-def _slot_pools(full, feed_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # full: pd.DataFrame
-    """Per feed, the channels impressed on the day in its stats slot and a row of each (padded with -1)."""
-    first = full.drop_duplicates(["slot", "code"]).sort_values(["slot", "code"])
+def _live_pairs(settings: Settings, date: str, full, channel_ids: np.ndarray, slot_ms: int):  # -> pd.DataFrame
+    """(slot, code, row) of every channel live in a slot by the day's ``channel_stats`` snapshots, with the
+    day's impression row of that channel nearest in time (its features). Channels never impressed on the
+    day cannot be scored and are left out."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from eliverec.features.bronze import read_event
+
+    stats = read_event(settings.data_dir, dt.date.fromisoformat(date), "channel_stats", ["channel_id", "ts"])
+    stats = stats.to_pandas()
+    code = pd.Index(channel_ids).get_indexer(stats["channel_id"])
+    keep = code >= 0
+    ts = stats["ts"].to_numpy(np.int64)[keep]
+    slot, code = ts // slot_ms, code[keep].astype(np.int64)
+    order = np.lexsort((full["ts"].to_numpy(), full["code"].to_numpy()))
+    codes, times = full["code"].to_numpy(np.int64)[order], full["ts"].to_numpy(np.int64)[order]
+    at = np.searchsorted(codes * 10**13 + times, code * 10**13 + ts)  # ts < 10^13 ms (until the year 2286)
+
+    def gap(i: np.ndarray) -> np.ndarray:
+        return np.where(codes[i] == code, np.abs(times[i] - ts), np.iinfo(np.int64).max)
+
+    lo, hi = np.clip(at - 1, 0, codes.size - 1), np.clip(at, 0, codes.size - 1)
+    pick = np.where(gap(lo) <= gap(hi), lo, hi)
+    return pd.DataFrame({"slot": slot, "code": code, "row": full["row"].to_numpy()[order][pick]})
+
+
+def _slot_pools(pairs, feed_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pairs: pd.DataFrame
+    """Per feed, the channels of its stats slot (live by the snapshots, or impressed in it) and a row of
+    each carrying its features (padded with -1)."""
+    first = pairs.drop_duplicates(["slot", "code"]).sort_values(["slot", "code"])
     slots, start = np.unique(first["slot"].to_numpy(), return_index=True)
     sizes = np.diff(np.append(start, len(first)))
     grid_codes = np.full((slots.size, int(sizes.max())), -1, np.int64)
@@ -555,24 +603,38 @@ def targets_of(day: DayFeeds, ranked: Ranked) -> dict[str, Target]:
     return {label: Target(match, ranked.q_logged[label], ranked.q_target[label]) for label in REWARD_LABELS}
 
 
+def estimate_day(settings: Settings, day: DayFeeds, models: dict[str, object],
+                 reference: str | None) -> tuple[dict[str, object], dict[str, Ranked]]:
+    """Every estimator's estimate of every model on a logged day (and differences from ``reference``),
+    with each model's :class:`Ranked` output. Keys: ``<label>/<estimator>`` -> :func:`compare_many`."""
+    from eliverec.evaluation.evaluate import serve_position
+
+    cfg = settings.ope
+    logs = day.logs["watch"]
+    ranked = {name: rank_feeds(m, day, logs.width, serve_position(settings, m)) for name, m in models.items()}
+    tg = {name: targets_of(day, r) for name, r in ranked.items()}
+    rng = np.random.default_rng([settings.seed, 19])
+    mu = marginal_propensity(feed_matrix(logs, logs.propensity), logs.pool, cfg.mc_samples, rng,
+                             feeds=needed_feeds(logs, [t["watch"] for t in tg.values()]))
+    counts = bootstrap_counts(logs.n_users, cfg.bootstrap, rng)
+    out: dict[str, object] = {}
+    for label in REWARD_LABELS:
+        for est in ESTIMATORS:
+            out[f"{label}/{est}"] = compare_many(day.logs[label], {n: t[label] for n, t in tg.items()}, reference,
+                                                 mu, est, cfg.clip, counts, cfg.level)
+    return out, ranked
+
+
 def evaluate_models(settings: Settings, date: str, candidate: object, champion: object | None) -> dict[str, object]:
     """Every estimator's estimate of the candidate (and champion, and their paired difference) on ``date``.
 
     The gate reads ``["watch"][settings.ope.estimator]["difference"]``.
     """
-    from eliverec.evaluation.evaluate import serve_position
-
     cfg = settings.ope
     day = load_day_feeds(settings, date, cfg.max_feeds, settings.seed)
     logs = day.logs["watch"]
-    width = logs.width
-    models = {"candidate": candidate, "champion": champion}
-    tg = {name: targets_of(day, rank_feeds(m, day, width, serve_position(settings, m)))
-          for name, m in models.items() if m is not None}
-    rng = np.random.default_rng([settings.seed, 19])
-    mu = marginal_propensity(feed_matrix(logs, logs.propensity), logs.pool, cfg.mc_samples, rng,
-                             feeds=needed_feeds(logs, [t["watch"] for t in tg.values()]))
-    counts = bootstrap_counts(logs.n_users, cfg.bootstrap, rng)
+    models = {"candidate": candidate} | ({} if champion is None else {"champion": champion})
+    res, _ = estimate_day(settings, day, models, "champion" if champion is not None else None)
     out: dict[str, object] = {"date": date, "feeds": logs.n_feeds, "users": logs.n_users,
                               "impressions": int(logs.feed.size), "dropped_feeds": day.dropped_feeds,
                               "mean_pool": float(logs.pool.mean()), "gate_estimator": cfg.estimator,
@@ -581,12 +643,9 @@ def evaluate_models(settings: Settings, date: str, candidate: object, champion: 
         lg = day.logs[label]
         per: dict[str, object] = {"logged": float(lg.reward.sum() / lg.n_feeds)}
         for est in ESTIMATORS:
-            if "champion" in tg:
-                per[est] = compare(lg, tg["candidate"][label], tg["champion"][label], mu, est, cfg.clip, counts,
-                                   cfg.level)
-            else:
-                per[est] = {"candidate": estimate(lg, tg["candidate"][label], mu, est, cfg.clip, counts,
-                                                  cfg.level).as_dict()}
+            r = res[f"{label}/{est}"]
+            per[est] = {"candidate": r["candidate"]} | ({} if champion is None else {
+                "champion": r["champion"], "difference": r["candidate-champion"]})
         out[label] = per
     return out
 

@@ -47,7 +47,17 @@ def test_logged_day_recovers_feeds_propensities_and_pools(world) -> None:
     assert (w.sum(1) <= 1 + 1e-9).all() and (w[ope.feed_matrix(logs, logs.propensity) > 0] > 0).all()
     assert (feeds.pool_codes.max(1) >= 0).all()
     in_pool = (feeds.pool_codes[logs.feed] == feeds.channel[:, None]).any(1)
-    assert in_pool.mean() > 0.9  # a feed's channels are (nearly always) in its slot's pool
+    assert in_pool.all()  # a feed's own channels are in its pool
+    stats = pq.read_table(s.data_dir / "bronze" / day / "channel_stats.parquet", columns=["channel_id", "ts"])
+    stats = stats.to_pandas()
+    slot = stats["ts"] // (s.world.stats_interval_min * 60_000)
+    code = pd.Index(feeds.channel_ids).get_indexer(stats["channel_id"])
+    live = {(int(a), int(c)) for a, c in zip(slot, code, strict=True) if c >= 0}
+    ids = pq.read_table(s.data_dir / "features" / day / "samples.parquet", columns=["ts"]).to_pandas()
+    feed_slot = ids["ts"].to_numpy()[feeds.feed_row] // (s.world.stats_interval_min * 60_000)
+    pooled = {(int(feed_slot[f]), int(c)) for f in range(len(feed_slot)) for c in feeds.pool_codes[f] if c >= 0}
+    wanted = {(a, c) for a, c in live if a in set(feed_slot.tolist())}
+    assert wanted <= pooled  # every channel the snapshots show live in a feed's slot is ranked for it
     assert logs.reward.sum() == pytest.approx(np.asarray(feeds.dataset.column("watch")).sum())
 
 
@@ -127,6 +137,13 @@ def test_days_without_usable_propensities_are_refused(world, tmp_path, value, wo
     with pytest.raises(DataError, match=words) as err:
         ope.load_day_feeds(bad, day, 10**9, 0)
     assert "impression.parquet" in str(err.value)
+
+
+def test_missing_channel_stats_name_the_file(world, tmp_path) -> None:
+    s, day, _ = world
+    bad = _rewrite_propensity(s, day, tmp_path, 0.5)  # usable propensities, but no channel_stats snapshots
+    with pytest.raises(EliverecError, match="channel_stats.parquet"):
+        ope.load_day_feeds(bad, day, 10**9, 0)
 
 
 def test_missing_bronze_impressions_name_the_file(world, tmp_path) -> None:
