@@ -35,8 +35,9 @@ every paired comparison without the predictions). A cell is skipped when its fil
 the current settings fingerprint (resumable; changing the profile or ``tuned`` values retrains).
 ``benchmarks/results/paper_tables.{json,md}`` are rewritten after every cell.
 
-Sizing of the ``bench`` profile (arithmetic for the headline rows, ``--rows headline``: 9 trained
-cells + 3 reference rows, 3 seeds; target about two hours for one process on the 2-core machine,
+Sizing of the ``bench`` profile (arithmetic for the first 9 headline cells + the reference rows, 3
+seeds; ``--rows headline`` now also trains CAN dual and the five cross-domain models, 15 cells, about
+1.6x the time below; target about two hours for one process on the 2-core machine,
 measured 2026-12-01 on the working tree with sparse embeddings, 1 torch thread, batch 512, d=16):
 
 - step time (ms, median of a synthetic-batch loop, the other core busy): eLiveRec 60, wo.M 52,
@@ -135,8 +136,10 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("IV", "eLiveRec", "adaptive MTL", "eliverec", "adaptive"),
 ]
 DUALS = [(f"{n}_dual", "single") for n in ("wdl", "din", "dien", "hgn", "bst", "eta")]
-#: ``--rows headline``: eLiveRec, its wo.M and wo.D ablations and the six dual baselines (+ reference rows).
-HEADLINE = {("eliverec", "adaptive"), ("eliverec_wo_m", "single"), ("eliverec_wo_d", "adaptive"), *DUALS}
+#: ``--rows headline``: eLiveRec, its wo.M and wo.D ablations, the dual baselines and the cross-domain group
+#: (+ reference rows).
+HEADLINE = {("eliverec", "adaptive"), ("eliverec_wo_m", "single"), ("eliverec_wo_d", "adaptive"), *DUALS,
+            ("can_dual", "single"), *[(name, "single") for _, name in CROSS_DOMAIN]}
 #: The acceptance check: these must beat the logging policy on the serving-position AUC.
 MUST_BEAT_POLICY = [("eliverec", "adaptive"), *DUALS]
 #: Run first: the reference, then eLiveRec, then the rest of the headline (partial runs say the most).
