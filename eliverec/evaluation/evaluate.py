@@ -99,6 +99,43 @@ def score_day(settings: Settings, model: Any, ds: ArrayDataset, logged: bool = T
     return scored_frame(ds, serving, at_logged), finite
 
 
+def day_fingerprint(folder: Path) -> str:
+    """Name, size and modification time of every array of a feature day: changes when the day is rebuilt."""
+    import hashlib
+
+    files = sorted(Path(folder).glob("**/*.npy"))
+    text = "\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_score_day(settings: Settings, model: Any, ds: ArrayDataset, date: str,
+                     logged: bool = True) -> tuple[pd.DataFrame, bool]:
+    """:func:`score_day`, kept per logged model and feature day under ``reports/evaluation/<date>/scores/``.
+
+    The nightly evaluates a candidate and then gates it (and a champion gated earlier the same night is
+    the next candidate's comparison): the second reader gets the first one's scores instead of scoring
+    the day again. The key is the logged model's ``model_uuid`` (an alias and a run URI of one model
+    share it) and :func:`day_fingerprint` of the day's arrays; a model without one is always scored.
+    """
+    uuid = getattr(getattr(model, "metadata", None), "model_uuid", None)
+    if not uuid:
+        return score_day(settings, model, ds, logged)
+    folder = Path(settings.data_dir) / "reports" / "evaluation" / date / "scores"
+    path, meta_path = folder / f"{uuid}.parquet", folder / f"{uuid}.json"
+    key = f"{uuid}:{day_fingerprint(day_dir(settings.data_dir, date))}:{len(ds)}"
+    if meta_path.is_file() and path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key and (meta.get("logged") or not logged):
+            return pd.read_parquet(path), bool(meta["finite"])
+    frame, finite = score_day(settings, model, ds, logged)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    meta_path.write_text(json.dumps({"key": key, "logged": logged, "finite": finite}))
+    return frame, finite
+
+
 def scored_frame(ds: ArrayDataset, preds: pd.DataFrame, logged: pd.DataFrame | None = None) -> pd.DataFrame:
     """Ids, labels and ``pred_<label>`` columns, as :func:`compute_metrics` reads them.
 
@@ -133,7 +170,7 @@ def evaluate(settings: Settings, model_uri: str, date: str, name: str | None = N
     if len(test) == 0:
         raise EliverecError(f"{folder}: the test day has no samples")
     model = load_model(settings, model_uri)
-    frame, _ = score_day(settings, model, test)
+    frame, _ = cached_score_day(settings, model, test, date)
     cfg = settings.evaluation
     users, channels = trailing_counts(settings, date)
     metrics = compute_metrics(frame, cfg.k, cfg.calibration_bins)

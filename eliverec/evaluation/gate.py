@@ -229,7 +229,7 @@ def gate(
 ) -> GateResult:
     """Evaluate candidate vs champion on ``date``; write and log the verdict (see module docstring)."""
     from eliverec import registry
-    from eliverec.evaluation.evaluate import load_model, score_day, trailing_counts
+    from eliverec.evaluation.evaluate import cached_score_day, load_model, trailing_counts
     from eliverec.training.data import load_days
 
     if champion_uri is None and registry.alias_version(settings, registry.CHAMPION) is not None:
@@ -237,14 +237,14 @@ def gate(
     test = load_days(settings.data_dir, [date])
     users, channels = trailing_counts(settings, date)
     cand_model = load_model(settings, candidate_uri)
-    cand_frame, finite = score_day(settings, cand_model, test)  # serving position, logged one beside
+    cand_frame, finite = cached_score_day(settings, cand_model, test, date)  # serving position, logged beside
     sample = test[np.arange(min(len(test), settings.gate.latency_candidates))]
     latency = request_latency_ms(cand_model, {k: v.numpy() for k, v in sample.items() if k not in (*LABELS, "ts")},
                                  settings.gate.latency_candidates)
     champ_frame = None
     if champion_uri is not None:
         # the comparison reads the serving position only (calibration is a check of the candidate alone)
-        champ_frame, _ = score_day(settings, load_model(settings, champion_uri), test, logged=False)
+        champ_frame, _ = cached_score_day(settings, load_model(settings, champion_uri), test, date, logged=False)
     checks, cand, champ = decide(cand_frame, champ_frame, users, channels, finite, latency, settings)
     if settings.gate.ope:
         checks.append(ope_check(settings, date, cand_model, champion_uri))

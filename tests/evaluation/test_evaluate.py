@@ -80,3 +80,33 @@ def test_cli_evaluate_and_train_errors(trained) -> None:
     assert (s.data_dir / "reports" / "evaluation" / dates[-1] / "cli.md").exists()
     bad = CliRunner().invoke(app, ["train", "--end-date", "2030-01-02", *common])
     assert bad.exit_code == 1 and "eliverec features" in " ".join(bad.output.split())
+
+
+def test_scores_are_kept_per_model_and_day_and_redone_when_the_day_changes(trained, monkeypatch) -> None:
+    import os
+    import shutil
+
+    import eliverec.evaluation.evaluate as ev
+
+    s, dates, res = trained
+    calls: list[int] = []
+    real = ev.score
+
+    def counted(model, ds):  # the real scorer, counted
+        calls.append(len(ds))
+        return real(model, ds)
+
+    monkeypatch.setattr(ev, "score", counted)
+    shutil.rmtree(Path(s.data_dir) / "reports" / "evaluation" / dates[-1] / "scores", ignore_errors=True)
+    test = load_days(s.data_dir, [dates[-1]])
+    model = load_model(s, f"runs:/{res.run_id}/model")
+    first, _ = ev.cached_score_day(s, model, test, dates[-1])
+    assert len(calls) == 2  # serving and logged position
+    again, _ = ev.cached_score_day(s, load_model(s, f"runs:/{res.run_id}/model"), test, dates[-1], logged=False)
+    assert len(calls) == 2  # a second reader of the same model and day scores nothing
+    assert list(again["pred_watch"]) == pytest.approx(list(first["pred_watch"]))
+    arrays = sorted(Path(ev.day_dir(s.data_dir, dates[-1])).glob("**/*.npy"))
+    st = arrays[0].stat()
+    os.utime(arrays[0], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # the day was rebuilt
+    ev.cached_score_day(s, model, test, dates[-1])
+    assert len(calls) == 4
