@@ -346,6 +346,9 @@ class FlowsConfig(Section):
     baseline_model: str  # the first champion when none exists: the paper's online baseline
     challenger_model: str  # what the nightly flow trains every night
     train_timeout_s: int = Field(ge=60)  # training runs as a subprocess with this limit
+    # the nightly's raw data: "collect" reads the days under <data_dir>/raw (served, imported), "simulate"
+    # writes the simulated world first (demo, tests; refuses days that hold served or imported logs)
+    source: Literal["simulate", "collect"] = "collect"
 
 
 # --------------------------------------------------------------------------- tuned

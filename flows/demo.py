@@ -38,7 +38,7 @@ def main() -> None:
     started = time.time()
     s = load_settings(a.profile, overrides=a.overrides, params=a.params, data_dir=a.data_dir)
     lines = []
-    state, sec = _run(nightly, a.profile, a.overrides, a.data_dir, a.params)
+    state, sec = _run(nightly, a.profile, a.overrides, a.data_dir, a.params, source="simulate")
     lines.append(_line("nightly", state, sec))
     if state.is_completed():
         lines += _control_if_no_challenger(s)

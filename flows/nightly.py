@@ -1,4 +1,4 @@
-"""The nightly flow: simulate (or collect) -> ingest -> validate -> features -> train -> evaluate
+"""The nightly flow: collect (or simulate, ``flows.source``) -> ingest -> validate -> features -> train -> evaluate
 -> register -> gate. Orchestration only: every task is one call into ``eliverec``.
 
 With no champion in the registry, the flow first trains the paper's online baseline
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -90,10 +90,16 @@ def simulate_task(target: Target) -> dict[str, Any]:
 @task(name="collect")
 def collect_task(target: Target) -> dict[str, Any]:
     """Use the raw days already collected under the data root (logs, imports, served traffic)."""
+    from eliverec.errors import DataError
     from eliverec.pipeline import raw_dates
 
     s = target.settings()
-    return {"dates": raw_dates(s), "warmup_dates": [], "raw_dir": str(s.data_dir / "raw")}
+    dates = raw_dates(s)
+    if not dates:
+        raise DataError(f"{s.data_dir / 'raw'}: no raw day to train on (flows.source=collect reads collected, "
+                        "served and imported logs); import logs with `eliverec import`, or set "
+                        "flows.source=simulate to train on the simulated world")
+    return {"dates": dates, "warmup_dates": [], "raw_dir": str(s.data_dir / "raw")}
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=10, cache_key_fn=_ingest_key, persist_result=True)
@@ -187,13 +193,14 @@ def _release(target: Target, model: str, end_date: str) -> dict[str, Any]:
 
 @flow(name="nightly", log_prints=True)
 def nightly(profile: str = "default", overrides: list[str] | None = None, data_dir: str | None = None,
-            params: str | None = None, simulate: bool = True, end_date: str | None = None) -> Any:
-    """The nightly training pipeline (see the module docstring)."""
+            params: str | None = None, source: Literal["simulate", "collect"] | None = None,
+            end_date: str | None = None) -> Any:
+    """The nightly training pipeline (see the module docstring); ``source`` (default ``flows.source``)."""
     from eliverec import registry
 
     target = Target(profile, tuple(overrides or ()), data_dir, params)
     s = target.settings()
-    raw = simulate_task(target) if simulate else collect_task(target)
+    raw = simulate_task(target) if (source or s.flows.source) == "simulate" else collect_task(target)
     dates = raw["dates"]
     end = end_date or dates[-1]
     ingested = {d: _fresh(ingest_task, (s.data_dir / "bronze" / d / "_manifest.json").exists())(target, d)
@@ -235,12 +242,12 @@ def _artifact(summary: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """``python -m flows.nightly [--profile P] [--set k=v ...] [--data-dir D] [--no-simulate]``."""
+    """``python -m flows.nightly [--profile P] [--set k=v ...] [--data-dir D] [--source simulate|collect]``."""
     ap = target_parser(__doc__)
-    ap.add_argument("--no-simulate", action="store_true")
+    ap.add_argument("--source", choices=["simulate", "collect"], help="the raw data (default: flows.source)")
     ap.add_argument("--end-date")
     a = ap.parse_args()
-    nightly(a.profile, a.overrides, a.data_dir, a.params, not a.no_simulate, a.end_date)
+    nightly(a.profile, a.overrides, a.data_dir, a.params, a.source, a.end_date)
 
 
 if __name__ == "__main__":

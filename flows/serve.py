@@ -25,7 +25,7 @@ def deployments(profile: str, overrides: list[str], data_dir: str | None, params
     base = {"profile": profile, "overrides": overrides, "data_dir": data_dir, "params": params}
     return [
         nightly.to_deployment(name="nightly", schedule=Cron(s.flows.nightly_cron, timezone=s.flows.timezone),
-                              parameters={**base, "simulate": True}),
+                              parameters={**base, "source": s.flows.source}),
         monitor.to_deployment(name="monitor", schedule=Cron(s.flows.monitor_cron, timezone=s.flows.timezone),
                               parameters=base),
     ]

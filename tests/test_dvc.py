@@ -22,7 +22,8 @@ def _dvc(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProc
                           capture_output=True, timeout=900, check=False)
 
 
-def test_dvc_repro_tiny_then_nothing_to_do(tmp_path: Path) -> None:
+def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """(a copy of dvc.yaml and params.yaml on the tiny profile, the environment to run dvc in)."""
     work = tmp_path / "project"
     work.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
@@ -35,6 +36,22 @@ def test_dvc_repro_tiny_then_nothing_to_do(tmp_path: Path) -> None:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k not in ("ELIVEREC_PARAMS", "ELIVEREC_DATA_DIR")}
     env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return work, env
+
+
+def test_dvc_repro_simulate_keeps_served_logs(tmp_path: Path) -> None:
+    work, env = _project(tmp_path)
+    served = work / "data" / "raw" / "2030-01-01" / "events-serving-host-1-2.jsonl"  # real traffic, no simulated day
+    served.parent.mkdir(parents=True)
+    served.write_bytes(b'{"event": "enter"}\n')
+    for args in (["init", "--no-scm", "-q"], ["repro", "simulate"], ["repro", "-f", "simulate"]):
+        done = _dvc(work, *args, env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert served.read_bytes() == b'{"event": "enter"}\n', f"dvc {' '.join(args)} deleted served logs"
+
+
+def test_dvc_repro_tiny_then_nothing_to_do(tmp_path: Path) -> None:
+    work, env = _project(tmp_path)
     init = _dvc(work, "init", "--no-scm", "-q", env=env)
     assert init.returncode == 0, init.stderr
     first = _dvc(work, "repro", env=env)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import gzip
 import operator
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 
 from eliverec.config import Settings
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES
+from eliverec.errors import DataError
 from eliverec.world.entities import AGE_BUCKETS, CITY_TIERS, GENDERS, TAG_DAY, rng_for
 from eliverec.world.world import DAY_MS, ENTER_DELAY_MS, POSITION_GAP_MS, SCENES, DayState, World
 
@@ -35,13 +37,35 @@ ON_SALE = 5
 
 
 # ---------------------------------------------------------------------------------------------- writing
+#: The simulator's own event files (``events-<k>.jsonl[.gz]`` and their temporaries); every other
+#: ``events-*.jsonl*`` in a day folder (the service's ``events-serving-*``, ``events-import*``) is not ours.
+OWN_EVENTS = re.compile(r"^(\.tmp-)?events-\d+\.jsonl(\.gz)?$")
+
+
+def foreign_logs(folder: Path) -> list[Path]:
+    """Event files in ``folder`` that the simulator did not write (served traffic, imported logs)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("events-*.jsonl*") if not OWN_EVENTS.match(p.name))
+
+
 class DayWriter:
-    """``files_per_day`` event streams of one day, written in a background thread, renamed on close."""
+    """``files_per_day`` event streams of one day, written in a background thread, renamed on close.
+
+    Replaces only the simulator's own files of the day; a day that holds served or imported logs is
+    refused (:class:`DataError`) before anything in it is touched.
+    """
 
     def __init__(self, folder: Path, files: int, use_gzip: bool, level: int) -> None:
+        foreign = foreign_logs(folder)
+        if foreign:
+            raise DataError(f"{folder}: holds logs the simulator did not write ({', '.join(p.name for p in foreign)}); "
+                            "simulate never writes over served or imported logs: simulate into another data root "
+                            "(--data-dir) or run the nightly with flows.source=collect")
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("events-*.jsonl*"):
-            old.unlink()
+        for old in folder.iterdir():
+            if OWN_EVENTS.match(old.name):
+                old.unlink()
         suffix = ".jsonl.gz" if use_gzip else ".jsonl"
         self.paths = [folder / f"events-{k}{suffix}" for k in range(files)]
         self._tmp = [folder / f".tmp-events-{k}{suffix}" for k in range(files)]

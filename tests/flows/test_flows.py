@@ -32,7 +32,7 @@ def test_nightly_then_monitor_and_a_rerun_skips_finished_work(harness, tmp_path:
     from flows.nightly import nightly
 
     ov = _overrides(tmp_path)
-    state = nightly("tiny", ov, str(tmp_path / "data"), return_state=True)
+    state = nightly("tiny", ov, str(tmp_path / "data"), source="simulate", return_state=True)
     s = tiny(tmp_path)
     assert state.is_completed(), state.message
     versions = registry.list_versions(s)
@@ -46,7 +46,7 @@ def test_nightly_then_monitor_and_a_rerun_skips_finished_work(harness, tmp_path:
 
     manifest = s.data_dir / "bronze" / "2026-09-01" / "_manifest.json"
     stamp = manifest.stat().st_mtime_ns
-    again = nightly("tiny", ov, str(tmp_path / "data"), simulate=False, return_state=True)
+    again = nightly("tiny", ov, str(tmp_path / "data"), source="collect", return_state=True)
     assert again.is_completed(), again.message
     assert manifest.stat().st_mtime_ns == stamp  # ingest was cached, not redone
     assert len(registry.list_versions(s)) == len(versions)  # train and register were cached too
@@ -83,7 +83,7 @@ def test_failed_validation_stops_the_flow_and_names_the_stage(harness, tmp_path:
     from flows.nightly import nightly
 
     state = nightly("tiny", _overrides(tmp_path, "validation.watch_rate_max=0.001"), str(tmp_path / "data"),
-                    return_state=True)
+                    source="simulate", return_state=True)
     assert state.is_failed()
     assert "watch" in state.message.lower() or "validat" in state.message.lower(), state.message
     s = tiny(tmp_path)
