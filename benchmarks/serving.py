@@ -37,6 +37,7 @@ CANDIDATES = 100
 USERS = 2000
 CHANNELS = 1500
 TOKEN = "benchmark-admin-token"
+PRODUCER = "bench-producer-token"  # POST /events (distinct from the admin token)
 
 
 def machine() -> dict:
@@ -64,9 +65,11 @@ def register_champion(tmp: Path) -> tuple[str, dict]:
 
 
 def start_service(tmp: Path, uri: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "ELIVEREC_ADMIN_TOKEN": TOKEN, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "ELIVEREC_ADMIN_TOKEN": TOKEN, "ELIVEREC_PRODUCER_TOKEN": PRODUCER,
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [str(ROOT / ".venv" / "bin" / "eliverec"), "serve", "--profile", "default", "--data-dir", str(tmp / "data"),
-           "--set", f"tracking.uri={uri}", "--set", "serving.reload_poll_s=0", "--port", str(port)]
+           "--set", f"tracking.uri={uri}", "--set", "serving.reload_poll_s=0", "--port", str(port),
+           "--set", "serving.event_max_age_s=0"]  # the warm-up events carry a fixed (past) time
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "service.log", "wb"))  # noqa: SIM115
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -98,7 +101,7 @@ def warm_state(url: str, ts: int, rng: np.random.Generator) -> int:
         events.append({"event": "channel_stats", "event_id": f"s{c}", "ts": ts - 60_000, "channel_id": f"c{c}",
                        "viewers": int(rng.integers(10, 5000)), "revenue_window": float(rng.uniform(0, 500)),
                        "products_on_sale": [f"p{int(x)}" for x in rng.integers(0, 40000, 5)]})
-    with httpx.Client(base_url=url, timeout=120) as c:
+    with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {PRODUCER}"}) as c:
         for lo in range(0, len(events), 50_000):
             r = c.post("/events", json={"events": events[lo : lo + 50_000]})
             r.raise_for_status()

@@ -308,6 +308,13 @@ class ServingConfig(Section):
     torch_threads: int = Field(default=1, ge=1)  # intra-op threads for scoring
     log_flush_ms: int = Field(default=200, ge=1)  # served impressions and events reach disk within this
     latency_window: int = Field(default=20000, ge=100)  # recent requests kept per variant for /admin/stats
+    producer_token: str = Field(min_length=8)  # POST /events; $ELIVEREC_PRODUCER_TOKEN wins; never the admin token
+    event_max_age_s: float = Field(default=172800.0, ge=0.0)  # events older than this vs the server clock: 422
+    #                                            (0: no lower bound, for simulated traffic replaying world time)
+    event_max_ahead_s: float = Field(default=300.0, ge=0.0)  # events ahead of the server clock by more: 422
+    max_body_bytes: int = Field(default=16_777_216, ge=1024)  # request bodies above this: 413
+    max_users: int = Field(default=1_000_000, ge=1)  # users with online history kept (least recent evicted)
+    max_channels: int = Field(default=200_000, ge=1)  # channels with online stats kept (least recent evicted)
 
 
 # --------------------------------------------------------------------------- A/B

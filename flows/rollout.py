@@ -31,7 +31,8 @@ def ramp_task(target: Target, traffic_users: int | None, traffic_minutes: float)
     if champion is None or challenger is None or challenger == champion:
         return {"outcome": "skipped", "reason": f"no challenger to roll out (champion {champion}, "
                 f"challenger {challenger})", "champion": champion, "challenger": challenger}
-    with service_process(target.cli_args()) as url:
+    # the simulated users post events in world time, not the server's clock: no age bound for them
+    with service_process([*target.cli_args(), "--set", "serving.event_max_age_s=0"]) as url:
         return ramp(s, url=url, simulate_traffic=True, traffic_users=traffic_users, traffic_minutes=traffic_minutes)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
-from eliverec.serving import base_url
+from eliverec.serving import base_url, producer_token
 from eliverec.world import World
 from eliverec.world.simulation import INTENT_CLICK_SHARE, on_sale, world_ids, write_dimensions
 from eliverec.world.world import ENTER_DELAY_MS, FEED_CUT, POSITION_GAP_MS, SCENES
@@ -199,7 +199,8 @@ class TrafficSession:
         variants: dict[str, dict[str, int]] = {}
         started = time.perf_counter()
         k = ab.traffic_concurrency
-        async with httpx.AsyncClient(base_url=self.url, timeout=60.0) as client:
+        auth = {"Authorization": f"Bearer {producer_token(self.settings)}"}  # POST /events needs it
+        async with httpx.AsyncClient(base_url=self.url, timeout=60.0, headers=auth) as client:
             for lo in range(0, req_user.size, k):
                 hi = min(lo + k, req_user.size)
                 until = int(req_ts[hi - 1])

@@ -1,7 +1,7 @@
 """The ranking service (``eliverec serve``): FastAPI app, online feature state, A/B buckets, event log.
 
 - :mod:`eliverec.serving.app`: ``create_app(settings)`` and ``serve(settings)``; endpoints ``POST /rank``,
-  ``POST /events``, ``GET /healthz``, ``GET /metrics`` and the token-protected ``/admin/*``.
+  ``POST /events`` (event-producer token), ``GET /healthz``, ``GET /metrics`` and the admin-token ``/admin/*``.
 - :mod:`eliverec.serving.state`: per-user / per-channel online state (same feature code as offline).
 - :mod:`eliverec.serving.models`: champion and challenger by registry alias, hot reload.
 - :mod:`eliverec.serving.buckets`: salted user buckets and the stored allocation.
@@ -14,11 +14,18 @@ import os
 from typing import Any
 
 TOKEN_ENV = "ELIVEREC_ADMIN_TOKEN"
+PRODUCER_TOKEN_ENV = "ELIVEREC_PRODUCER_TOKEN"
 
 
 def admin_token(settings: Any) -> str:
     """The admin token: ``$ELIVEREC_ADMIN_TOKEN`` when set, else ``serving.admin_token``."""
     return os.environ.get(TOKEN_ENV) or settings.serving.admin_token
+
+
+def producer_token(settings: Any) -> str:
+    """The event-producer token (``POST /events``): ``$ELIVEREC_PRODUCER_TOKEN`` when set, else
+    ``serving.producer_token``."""
+    return os.environ.get(PRODUCER_TOKEN_ENV) or settings.serving.producer_token
 
 
 def base_url(settings: Any) -> str:

@@ -6,11 +6,19 @@ Endpoints:
   network scores every candidate (candidate-independent parts once per request), ranked by
   P(watch); the returned top ``limit`` are logged as impressions (variant, model version, score,
   position, propensity 1: the ranking is deterministic).
-- ``POST /events``: feedback in the raw-log contract; updates the online state and is logged.
-- ``GET /healthz``: models and versions, registry reachability, last reload error, state sizes
-  (200 while a champion is loaded, else 503).
+- ``POST /events`` (header ``Authorization: Bearer <producer token>``, distinct from the admin
+  token): feedback in the raw-log contract, bounded (finite values, ``ts`` within
+  ``serving.event_max_age_s`` / ``event_max_ahead_s`` of the server clock); updates the online state
+  and is logged. A rejected batch changes nothing and is counted in ``eliverec_events_rejected``.
+- ``GET /healthz``: models and versions, registry reachability, the id of the last reload error
+  (its text is in the log), state sizes (200 while a champion is loaded, else 503). No URIs, no
+  error texts, no secrets.
 - ``GET /metrics``: Prometheus text: requests by variant and status, latency histogram by variant,
-  events, fallbacks, loaded versions.
+  events, rejected events by reason, fallbacks, loaded versions.
+
+Request bodies above ``serving.max_body_bytes`` get 413; a scene outside
+``validation.allowed["impression.scene"]`` gets 422 (it would fail the bronze suite); an unexpected
+error answers 500 with an ``error_id`` whose text is in the service log.
 - ``/admin/*`` (header ``Authorization: Bearer <token>``; 401 without it, 403 with a wrong one):
   ``GET|PUT /admin/allocation``, ``POST /admin/reload``, ``GET /admin/stats?since_ms=``,
   ``POST /admin/flush``.
@@ -43,7 +51,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
-from eliverec.serving import admin_token
+from eliverec.serving import admin_token, producer_token
 from eliverec.serving.buckets import Allocation, allocation_path, load_allocation, save_allocation, with_share
 from eliverec.serving.eventlog import ServingLog
 from eliverec.serving.models import LoadedModel, ModelManager
@@ -64,6 +72,8 @@ class Metrics:
         self.latency = Histogram("eliverec_rank_latency_seconds", "Rank latency", ["variant"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.events = Counter("eliverec_events", "Feedback events received", ["event"], registry=self.registry)
+        self.rejected = Counter("eliverec_events_rejected", "Feedback events refused (whole requests count 1 "
+                                "when unparsed)", ["reason"], registry=self.registry)
         self.fallbacks = Counter("eliverec_fallbacks", "Requests served by the champion instead", ["reason"],
                                  registry=self.registry)
         self.version = Gauge("eliverec_model_version", "Loaded registry version", ["alias"], registry=self.registry)
@@ -101,6 +111,7 @@ class Service:
     metrics: Metrics
     allocation: Allocation
     token: str
+    producer_token: str
     started_at: float = field(default_factory=time.time)
     allocation_mtime: float = 0.0
     counter: itertools.count = field(default_factory=itertools.count)
@@ -153,6 +164,10 @@ class Service:
         if len(req.candidates) > self.settings.serving.max_candidates:
             raise HTTPException(422, f"candidates: at most {self.settings.serving.max_candidates} per request "
                                      f"(got {len(req.candidates)}); split the request")
+        scenes = self.settings.validation.allowed.get("impression.scene")
+        if scenes and req.context.scene not in scenes:
+            raise HTTPException(422, f"context.scene: '{req.context.scene}' is not a known scene "
+                                     f"({', '.join(scenes)}; validation.allowed['impression.scene'])")
         ts = req.context.ts if req.context.ts is not None else int(time.time() * 1000)
         variant, model, fallback = self.choose(req.user_id)
         try:
@@ -161,8 +176,8 @@ class Service:
             self.metrics.observe(variant, time.perf_counter() - t0, error=True)
             champion = self.models.models.get("champion")
             if variant != "challenger" or champion is None:
-                log.exception("ranking failed")
-                raise HTTPException(500, f"ranking failed: {type(exc).__name__}: {exc}") from exc
+                raise HTTPException(500, {"message": "ranking failed", "error_id": log_error("ranking failed")}) \
+                    from exc
             log.exception("challenger failed; the champion answers")
             variant, model, fallback = "champion", champion, "challenger_error"
             scores = self.score(model, req, ts)
@@ -195,8 +210,8 @@ class Service:
         ok = "champion" in models
         degraded = (not st.reachable) or bool(stale)
         body = {"status": "unavailable" if not ok else ("degraded" if degraded else "ok"), "models": models,
-                "registry": {"uri": self.settings.tracking.uri, "reachable": st.reachable, "checked_at": st.checked_at,
-                             "aliases": st.aliases, "not_loaded": stale, "last_error": st.last_error,
+                "registry": {"reachable": st.reachable, "checked_at": st.checked_at,
+                             "aliases": st.aliases, "not_loaded": stale, "last_error_id": st.last_error_id,
                              "last_error_at": st.last_error_at, "reloads": st.reloads},
                 "allocation": {"experiment": self.allocation.experiment,
                                "challenger_share": self.allocation.share("challenger")},
@@ -224,15 +239,80 @@ class Service:
         self.models.stop()
         self.log.close()
 
+    # ------------------------------------------------------------------ events
+    def check_window(self, events: list[dict[str, Any]]) -> None:
+        """422 naming the first event whose ``ts`` lies outside the configured window of the server clock."""
+        s = self.settings.serving
+        now = time.time() * 1000.0
+        low = now - s.event_max_age_s * 1000.0 if s.event_max_age_s > 0 else -np.inf
+        high = now + s.event_max_ahead_s * 1000.0
+        for i, e in enumerate(events):
+            if not low <= e["ts"] <= high:
+                self.metrics.rejected.labels("ts_window").inc(len(events))
+                raise HTTPException(422, f"events.{i}.ts: {e['ts']} is outside the accepted window of the server "
+                                         f"clock ({s.event_max_age_s:g} s back, serving.event_max_age_s; "
+                                         f"{s.event_max_ahead_s:g} s ahead, serving.event_max_ahead_s); "
+                                         "nothing of this request was applied")
+
+
+def log_error(what: str) -> str:
+    """Log the exception being handled under a fresh error id and return the id (the answer shows only it)."""
+    error_id = secrets.token_hex(6)
+    log.exception("%s (error id %s)", what, error_id)
+    return error_id
+
+
+def service_tokens(settings: Settings) -> tuple[str, str]:
+    """(admin token, producer token); refuses the same secret for both roles."""
+    admin, producer = admin_token(settings), producer_token(settings)
+    if secrets.compare_digest(admin.encode(), producer.encode()):
+        raise EliverecError("serving.producer_token ($ELIVEREC_PRODUCER_TOKEN) equals the admin token: an event "
+                            "producer must not hold admin rights; set two different secrets")
+    return admin, producer
+
 
 def build_service(settings: Settings) -> Service:
     """A service for ``settings`` (not started)."""
     s = settings.serving
-    svc = Service(settings=settings, state=OnlineState(settings.features.seq_len, settings.features.min_stay_ms),
+    admin, producer = service_tokens(settings)
+    state = OnlineState(settings.features.seq_len, settings.features.min_stay_ms, s.max_users, s.max_channels)
+    svc = Service(settings=settings, state=state,
                   models=ModelManager(settings), log=ServingLog(Path(settings.data_dir) / "raw", s.log_flush_ms),
                   metrics=Metrics(s.latency_window), allocation=with_share(
-                      settings.ab.experiment, settings.ab.salt, settings.ab.buckets, 0.0), token=admin_token(settings))
+                      settings.ab.experiment, settings.ab.salt, settings.ab.buckets, 0.0), token=admin,
+                  producer_token=producer)
     return svc
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body above ``limit`` bytes (declared length or streamed bytes)."""
+
+    def __init__(self, app: Any, limit: int, on_reject: Any) -> None:
+        self.app, self.limit, self.on_reject = app, limit, on_reject
+        self.message = f"request body above {limit} bytes (serving.max_body_bytes); send smaller batches"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            self.on_reject(path)
+            await JSONResponse(status_code=413, content={"message": self.message})(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # a streamed (chunked) body: FastAPI passes an HTTPException through
+                self.on_reject(path)
+                raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _errors_text(exc: RequestValidationError) -> str:
@@ -256,28 +336,53 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app = FastAPI(title="eLiveRec ranking service", version="1", lifespan=lifespan)
     app.state.service = svc
 
+    def count_rejected(path: str, reason: str) -> None:
+        if path == "/events":
+            svc.metrics.rejected.labels(reason).inc()
+
+    app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes,
+                       on_reject=lambda path: count_rejected(path, "too_large"))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        count_rejected(request.url.path, "invalid")
         return JSONResponse(status_code=422, content={"message": f"invalid request: {_errors_text(exc)}",
                                                       "detail": [{k: e.get(k) for k in ("loc", "msg", "type")}
                                                                  for e in exc.errors()]})
 
-    def require_admin(request: Request) -> None:
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = log_error(f"{request.method} {request.url.path} failed")
+        return JSONResponse(status_code=500, content={"message": "internal error; the service log has the details",
+                                                      "error_id": error_id})
+
+    def bearer(request: Request, expected: str, role: str) -> None:
         header = request.headers.get("authorization", "")
         if not header:
-            raise HTTPException(401, "admin endpoint: send 'Authorization: Bearer <token>'",
+            raise HTTPException(401, f"{role}: send 'Authorization: Bearer <token>'",
                                 headers={"WWW-Authenticate": "Bearer"})
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), svc.token.encode()):
-            raise HTTPException(403, "admin token rejected")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
+            raise HTTPException(403, f"{role}: token rejected")
+
+    def require_producer(request: Request) -> None:
+        try:
+            bearer(request, svc.producer_token, "event producer endpoint")
+        except HTTPException:
+            count_rejected("/events", "unauthorized")
+            raise
+
+    def require_admin(request: Request) -> None:
+        bearer(request, svc.token, "admin endpoint")
 
     @app.post("/rank", response_model=RankResponse)
     async def rank(req: RankRequest) -> RankResponse:
         return svc.rank(req)
 
-    @app.post("/events")
+    @app.post("/events", dependencies=[Depends(require_producer)])
     async def events(req: EventsRequest) -> dict[str, Any]:
         rows = [e.model_dump(exclude_none=True) for e in req.events]
+        svc.check_window(rows)
         used = svc.state.apply(rows)
         svc.log.write(rows)
         for r in rows:
@@ -322,6 +427,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LAPTOP_TOKEN = "change-me-admin-token"  # the params.yaml default: fine on loopback only
+LAPTOP_PRODUCER_TOKEN = "change-me-producer-token"  # likewise
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
@@ -332,6 +438,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     if bind not in LOOPBACK and admin_token(settings) == LAPTOP_TOKEN:
         raise EliverecError(f"refusing to serve on {bind} with the laptop admin token from params.yaml: "
                             "set ELIVEREC_ADMIN_TOKEN (or serving.admin_token) to a secret first")
+    if bind not in LOOPBACK and producer_token(settings) == LAPTOP_PRODUCER_TOKEN:
+        raise EliverecError(f"refusing to serve on {bind} with the laptop producer token from params.yaml: "
+                            "set ELIVEREC_PRODUCER_TOKEN (or serving.producer_token) to a secret first")
     app = create_app(settings)
     uvicorn.run(app, host=bind, port=port or settings.serving.port, log_level="info",
                 access_log=False)

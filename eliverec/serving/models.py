@@ -15,6 +15,7 @@ variant builds its features exactly as its own training data was built.
 from __future__ import annotations
 
 import logging
+import secrets
 import tempfile
 import threading
 import time
@@ -52,7 +53,7 @@ class RegistryStatus:
     reachable: bool = False
     checked_at: float = 0.0
     aliases: dict[str, str | None] = field(default_factory=dict)
-    last_error: str | None = None
+    last_error_id: str | None = None  # the log line "... (error id <id>)" has the text
     last_error_at: float | None = None
     reloads: int = 0
 
@@ -125,7 +126,7 @@ class ModelManager:
             except Exception as exc:  # noqa: BLE001 - registry down: keep serving
                 st.reachable, st.checked_at = False, time.time()
                 self._error(f"registry unreachable at {self.settings.tracking.uri}: {type(exc).__name__}: {exc}")
-                return {"changed": [], "error": st.last_error}
+                return {"changed": [], "error_id": st.last_error_id}
             st.reachable, st.checked_at, st.aliases = True, time.time(), wanted
             current = dict(self.models)
             changed: list[str] = []
@@ -150,12 +151,13 @@ class ModelManager:
                 log.info("models now %s", {a: m.version for a, m in current.items()})
             if errors:
                 self._error("; ".join(errors))
-            return {"changed": changed, "error": "; ".join(errors) or None,
+            return {"changed": changed, "error_id": st.last_error_id if errors else None,
                     "versions": {a: m.version for a, m in self.models.items()}}
 
     def _error(self, message: str) -> None:
-        log.warning(message)
-        self.status.last_error, self.status.last_error_at = message, time.time()
+        error_id = secrets.token_hex(6)
+        log.warning("%s (error id %s)", message, error_id)
+        self.status.last_error_id, self.status.last_error_at = error_id, time.time()
 
     def start(self, interval_s: float) -> None:
         """Poll the registry every ``interval_s`` seconds in a daemon thread (0: never)."""

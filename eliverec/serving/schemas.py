@@ -12,6 +12,12 @@ def _id(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+#: Bounds of event values (far above anything real; they keep one bad producer from poisoning the state).
+MAX_STAY_MS = 7 * 86_400_000
+MAX_COUNT = 10**9
+MAX_AMOUNT = 1e12
+MAX_ON_SALE = 1000
+
 Id = Annotated[str, BeforeValidator(_id), StringConstraints(min_length=1, max_length=128)]
 
 
@@ -88,7 +94,7 @@ class Enter(_Visit):
 
 class Leave(_Visit):
     event: Literal["leave"]
-    stay_ms: int = Field(ge=0)
+    stay_ms: int = Field(ge=0, le=MAX_STAY_MS)
 
 
 class GoodsBagClick(_Event):
@@ -109,9 +115,9 @@ class ChannelProductClick(_Event):
 class ChannelStats(_Event):
     event: Literal["channel_stats"]
     channel_id: Id
-    viewers: int = Field(ge=0)
-    revenue_window: float
-    products_on_sale: list[Id]
+    viewers: int = Field(ge=0, le=MAX_COUNT)
+    revenue_window: float = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT, allow_inf_nan=False)  # NaN / infinity: 422
+    products_on_sale: list[Id] = Field(max_length=MAX_ON_SALE)
 
 
 Event = Annotated[ProductClick | Enter | Leave | GoodsBagClick | ChannelProductClick | ChannelStats,

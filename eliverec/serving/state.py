@@ -6,8 +6,9 @@ snapshots), then updated by every event posted to ``/events``. A request's featu
 service sees exactly what training saw for the same history (``tests/serving/test_state.py``).
 
 Per user it keeps the last ``features.seq_len`` product clicks and watched channels (leaves with
-``stay_ms >= features.min_stay_ms``), per channel the last :data:`STATS_KEPT` stats snapshots. The
-lists are trimmed lazily (at twice the length, by time), so events may arrive in any order.
+``stay_ms >= features.min_stay_ms``), per channel the last :data:`STATS_KEPT` stats snapshots; at
+most ``serving.max_users`` users and ``serving.max_channels`` channels are kept (the least recently
+updated are evicted). The lists are trimmed lazily (at twice the length, by time), so events may arrive in any order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,21 +53,29 @@ def _trim(rows: list[tuple], keep: int) -> list[tuple]:
 class OnlineState:
     """Thread-safe per-user and per-channel state (see module docstring)."""
 
-    def __init__(self, seq_len: int, min_stay_ms: int) -> None:
+    def __init__(self, seq_len: int, min_stay_ms: int, max_users: int = 1_000_000,
+                 max_channels: int = 200_000) -> None:
         self.seq_len, self.min_stay_ms = int(seq_len), int(min_stay_ms)
+        self.max_users, self.max_channels = int(max_users), int(max_channels)
         self.dims = Dimensions({}, {}, {})
-        self.clicks: dict[str, list[tuple]] = {}  # user -> [(ts, product, category, brand)]
-        self.watches: dict[str, list[tuple]] = {}  # user -> [(ts, channel, anchor, category, stay_ms)]
-        self.stats: dict[str, list[tuple]] = {}  # channel -> [(ts, viewers, revenue, on-sale categories)]
+        # least recently updated first: beyond max_users / max_channels keys the oldest are evicted
+        self.clicks: OrderedDict[str, list[tuple]] = OrderedDict()  # user -> [(ts, product, category, brand)]
+        self.watches: OrderedDict[str, list[tuple]] = OrderedDict()  # user -> [(ts, channel, anchor, cat, stay)]
+        self.stats: OrderedDict[str, list[tuple]] = OrderedDict()  # channel -> [(ts, viewers, revenue, on-sale)]
+        self.evicted = 0
         self.warmed_from: list[str] = []
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ updates
-    def _push(self, table: dict[str, list[tuple]], key: str, row: tuple, keep: int) -> None:
+    def _push(self, table: OrderedDict[str, list[tuple]], key: str, row: tuple, keep: int, limit: int) -> None:
         rows = table.setdefault(key, [])
+        table.move_to_end(key)
         rows.append(row)
         if len(rows) > 2 * keep:
             table[key] = _trim(rows, keep)
+        while len(table) > limit:
+            table.popitem(last=False)
+            self.evicted += 1
 
     def apply(self, events: Iterable[Mapping[str, Any]]) -> dict[str, int]:
         """Update from raw-contract events; returns how many of each kind changed the state."""
@@ -77,16 +87,17 @@ class OnlineState:
                 if kind == "product_click":
                     pid = str(e["product_id"])
                     cat, brand = d.products.get(pid, (None, None))
-                    self._push(self.clicks, str(e["user_id"]), (int(e["ts"]), pid, cat, brand), self.seq_len)
+                    self._push(self.clicks, str(e["user_id"]), (int(e["ts"]), pid, cat, brand), self.seq_len,
+                               self.max_users)
                 elif kind == "leave" and int(e["stay_ms"]) >= self.min_stay_ms:
                     cid = str(e["channel_id"])
                     anchor, cat = d.channels.get(cid, (None, None))
                     row = (int(e["ts"]), cid, anchor, cat, int(e["stay_ms"]))
-                    self._push(self.watches, str(e["user_id"]), row, self.seq_len)
+                    self._push(self.watches, str(e["user_id"]), row, self.seq_len, self.max_users)
                 elif kind == "channel_stats":
                     cats = tuple(d.products.get(str(p), (None, None))[0] for p in e.get("products_on_sale") or ())
                     row = (int(e["ts"]), float(e["viewers"]), float(e["revenue_window"]), cats)
-                    self._push(self.stats, str(e["channel_id"]), row, STATS_KEPT)
+                    self._push(self.stats, str(e["channel_id"]), row, STATS_KEPT, self.max_channels)
                 else:
                     continue
                 used[kind] += 1
@@ -125,7 +136,7 @@ class OnlineState:
         """Sizes, for ``/healthz``."""
         return {"users_with_history": len(set(self.clicks) | set(self.watches)), "channels_with_stats": len(self.stats),
                 "known_users": len(self.dims.users), "known_channels": len(self.dims.channels),
-                "known_products": len(self.dims.products), "warmed_from": self.warmed_from}
+                "known_products": len(self.dims.products), "evicted": self.evicted, "warmed_from": self.warmed_from}
 
     # ------------------------------------------------------------------ warm start
     def warm(self, data_dir: Path, days: int, until_ms: int | None = None) -> list[str]:

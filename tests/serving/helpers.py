@@ -34,10 +34,14 @@ class TinyWorld:
     settings_tiny: Settings  # the settings the world was built with
 
     def settings(self, tmp: Path, *overrides: str, private: bool = True) -> Settings:
-        """Tiny settings with the MLflow store in ``tmp``; ``private``: on a copy of the world's data in ``tmp``."""
+        """Tiny settings with the MLflow store in ``tmp``; ``private``: on a copy of the world's data in ``tmp``.
+
+        Events carry the simulated world's time, so the service's event age bound is off unless overridden.
+        """
         data = copy_world(self, tmp / "data") if private else self.root
         return load_settings("tiny", overrides=[*VOCAB, f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db",
-                                                "serving.reload_poll_s=0.5", *overrides],
+                                                "serving.reload_poll_s=0.5", "serving.event_max_age_s=0",
+                                                *overrides],
                              params=PARAMS, data_dir=data)
 
 

@@ -15,12 +15,15 @@ from tests.serving.helpers import Running, TinyWorld, register_untrained, runnin
 
 TOKEN = "test-admin-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PRODUCER = "test-producer-token-456"
+EVENTS_AUTH = {"Authorization": f"Bearer {PRODUCER}"}
 
 
 @pytest.fixture(scope="module")
 def live(world: TinyWorld, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("service")
-    s = world.settings(tmp, f"serving.admin_token={TOKEN}", "serving.max_candidates=200")
+    s = world.settings(tmp, f"serving.admin_token={TOKEN}", f"serving.producer_token={PRODUCER}",
+                       "serving.max_candidates=200")
     v1 = register_untrained(s, seed=0)
     registry.bootstrap_champion(s, v1, "first champion")
     with running_service(s) as run:
@@ -102,7 +105,7 @@ def test_events_update_the_state_and_everything_served_is_logged_for_ingestion(l
         {"event": "channel_stats", "event_id": "ev-3", "ts": late, "channel_id": "c2", "viewers": 10,
          "revenue_window": 1.5, "products_on_sale": ["p3", "p4"]},
     ]
-    r = httpx.post(f"{run.url}/events", json={"events": events})
+    r = httpx.post(f"{run.url}/events", json={"events": events}, headers=EVENTS_AUTH)
     assert r.status_code == 200 and r.json()["accepted"] == 3
     assert len(run.service.state.history("u5").leave_ts) == before + 1
     assert any(row[0] == late and row[1] == 10 for row in run.service.state.stats["c2"])
@@ -111,7 +114,7 @@ def test_events_update_the_state_and_everything_served_is_logged_for_ingestion(l
                 {"event": "impression", "event_id": "e", "ts": ts, "user_id": "u", "request_id": "r",
                  "channel_id": "c", "position": 0, "scene": "homepage"},
                 {"event": "enter", "event_id": "e", "ts": ts, "user_id": "u"}):
-        assert httpx.post(f"{run.url}/events", json={"events": [bad]}).status_code == 422
+        assert httpx.post(f"{run.url}/events", json={"events": [bad]}, headers=EVENTS_AUTH).status_code == 422
     assert _rank(run, world, user="u5", limit=4).status_code == 200
     assert httpx.post(f"{run.url}/admin/flush", headers=AUTH).status_code == 200
     day = world.dates[-1]
@@ -168,7 +171,13 @@ def test_reload_on_alias_change_without_dropping_requests(live, world: TinyWorld
     assert health["status"] == "ok" and health["models"]["challenger"]["version"] == v2
 
 
-def test_a_version_that_fails_to_load_leaves_the_old_models_serving(live, world: TinyWorld) -> None:
+def _logged(caplog: pytest.LogCaptureFixture, error_id: str) -> str:
+    """The log lines that carry ``error_id`` (the answer shows only the id)."""
+    return "\n".join(r.getMessage() for r in caplog.records if error_id in r.getMessage())
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_models_serving(live, world: TinyWorld,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     import mlflow
     import pandas as pd
 
@@ -186,21 +195,21 @@ def test_a_version_that_fails_to_load_leaves_the_old_models_serving(live, world:
     registry.set_verdict(s, v, "pass")
     registry.set_challenger(s, v, "not a ranker")
     r = httpx.post(f"{run.url}/admin/reload", headers=AUTH, timeout=60).json()
-    assert "not an eLiveRec ranker" in r["error"]
+    assert "not an eLiveRec ranker" in _logged(caplog, r["error_id"])
     health = httpx.get(f"{run.url}/healthz").json()
     assert health["status"] == "degraded" and health["registry"]["not_loaded"] == {"challenger": v}
-    assert "not an eLiveRec ranker" in health["registry"]["last_error"]
+    assert health["registry"]["last_error_id"] == r["error_id"]
     assert _rank(run, world, user="u11").json()["model_version"] == held
 
 
-def test_registry_down_keeps_serving_and_reports_it(live, world: TinyWorld) -> None:
+def test_registry_down_keeps_serving_and_reports_it(live, world: TinyWorld, caplog: pytest.LogCaptureFixture) -> None:
     run, s = live
     db = Path(s.tracking.uri[len("sqlite:///"):])
     saved = db.read_bytes()
     db.write_bytes(b"this is not a database " * 4096)  # same file, unreadable: every registry call fails
     try:
         r = httpx.post(f"{run.url}/admin/reload", headers=AUTH, timeout=60).json()
-        assert "registry unreachable" in r["error"]
+        assert "registry unreachable" in _logged(caplog, r["error_id"])
         health = httpx.get(f"{run.url}/healthz")
         assert health.status_code == 200 and health.json()["registry"]["reachable"] is False
         assert health.json()["status"] == "degraded"
