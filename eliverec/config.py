@@ -307,6 +307,8 @@ class ServingConfig(Section):
     max_candidates: int = Field(default=1000, ge=1)  # per /rank request
     torch_threads: int = Field(default=1, ge=1)  # intra-op threads for scoring
     log_flush_ms: int = Field(default=200, ge=1)  # served impressions and events reach disk within this
+    log_retries: int = Field(default=3, ge=1)  # failed log writes in a row before /healthz and /events say 503
+    log_max_pending: int = Field(default=1_000_000, ge=1)  # unwritten log rows held; beyond: /events 503
     latency_window: int = Field(default=20000, ge=100)  # recent requests kept per variant for /admin/stats
     producer_token: str = Field(min_length=8)  # POST /events; $ELIVEREC_PRODUCER_TOKEN wins; never the admin token
     event_max_age_s: float = Field(default=172800.0, ge=0.0)  # events older than this vs the server clock: 422

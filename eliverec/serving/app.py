@@ -53,7 +53,7 @@ from eliverec.config import Settings
 from eliverec.errors import EliverecError
 from eliverec.serving import admin_token, producer_token
 from eliverec.serving.buckets import Allocation, allocation_path, load_allocation, save_allocation, with_share
-from eliverec.serving.eventlog import ServingLog
+from eliverec.serving.eventlog import LogUnavailable, ServingLog
 from eliverec.serving.models import LoadedModel, ModelManager
 from eliverec.serving.schemas import EventsRequest, RankedChannel, RankRequest, RankResponse
 from eliverec.serving.state import OnlineState
@@ -74,6 +74,8 @@ class Metrics:
         self.events = Counter("eliverec_events", "Feedback events received", ["event"], registry=self.registry)
         self.rejected = Counter("eliverec_events_rejected", "Feedback events refused (whole requests count 1 "
                                 "when unparsed)", ["reason"], registry=self.registry)
+        self.log_dropped = Counter("eliverec_log_dropped", "Served impressions not logged (log queue full)",
+                                   registry=self.registry)
         self.fallbacks = Counter("eliverec_fallbacks", "Requests served by the champion instead", ["reason"],
                                  registry=self.registry)
         self.version = Gauge("eliverec_model_version", "Loaded registry version", ["alias"], registry=self.registry)
@@ -190,7 +192,7 @@ class Service:
                  for p, (c, w, s, g, q) in enumerate(zip(chans, cols["watch"], cols["stay_time"], cols["goods_bag"],
                                                          cols["product_click"], strict=True))]
         prefix = f"srv-{self.log.instance}-{next(self.counter)}"
-        self.log.write({"event": "impression", "event_id": f"{prefix}-{p}", "ts": ts, "user_id": req.user_id,
+        self.log_impressions({"event": "impression", "event_id": f"{prefix}-{p}", "ts": ts, "user_id": req.user_id,
                         "request_id": req.request_id, "channel_id": c, "position": p, "scene": req.context.scene,
                         "variant": variant, "model_version": model.version, "score": round(w, 6), "propensity": 1.0}
                        for p, (c, w) in enumerate(zip(chans, cols["watch"], strict=True)))
@@ -200,6 +202,14 @@ class Service:
                             model_version=model.version, model_name=model.model_name, items=items,
                             latency_ms=round(seconds * 1000.0, 3))
 
+    def log_impressions(self, rows: Any) -> None:
+        """Queue served impressions; a full log queue drops them (counted) rather than failing the ranking."""
+        rows = list(rows)
+        try:
+            self.log.write(rows)
+        except LogUnavailable:
+            self.metrics.log_dropped.inc(len(rows))
+
     # ------------------------------------------------------------------ health
     def health(self) -> tuple[int, dict[str, Any]]:
         st = self.models.status
@@ -207,7 +217,7 @@ class Service:
                       "loaded_at": m.loaded_at, "spec_hash": m.spec.spec_hash}
                   for a, m in self.models.models.items()}
         stale = {a: v for a, v in st.aliases.items() if v is not None and models.get(a, {}).get("version") != v}
-        ok = "champion" in models
+        ok = "champion" in models and self.log.healthy
         degraded = (not st.reachable) or bool(stale)
         body = {"status": "unavailable" if not ok else ("degraded" if degraded else "ok"), "models": models,
                 "registry": {"reachable": st.reachable, "checked_at": st.checked_at,
@@ -215,7 +225,9 @@ class Service:
                              "last_error_at": st.last_error_at, "reloads": st.reloads},
                 "allocation": {"experiment": self.allocation.experiment,
                                "challenger_share": self.allocation.share("challenger")},
-                "state": self.state.describe(), "log": {"instance": self.log.instance, "written": self.log.written},
+                "state": self.state.describe(), "log": {"instance": self.log.instance, "written": self.log.written,
+                                                       "healthy": self.log.healthy, "pending": self.log.pending,
+                                                       "last_error_id": self.log.last_error_id},
                 "uptime_s": round(time.time() - self.started_at, 1)}
         return (200 if ok else 503), body
 
@@ -277,7 +289,8 @@ def build_service(settings: Settings) -> Service:
     admin, producer = service_tokens(settings)
     state = OnlineState(settings.features.seq_len, settings.features.min_stay_ms, s.max_users, s.max_channels)
     svc = Service(settings=settings, state=state,
-                  models=ModelManager(settings), log=ServingLog(Path(settings.data_dir) / "raw", s.log_flush_ms),
+                  models=ModelManager(settings), log=ServingLog(Path(settings.data_dir) / "raw", s.log_flush_ms,
+                                                                retries=s.log_retries, max_pending=s.log_max_pending),
                   metrics=Metrics(s.latency_window), allocation=with_share(
                       settings.ab.experiment, settings.ab.salt, settings.ab.buckets, 0.0), token=admin,
                   producer_token=producer)
@@ -383,8 +396,17 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     async def events(req: EventsRequest) -> dict[str, Any]:
         rows = [e.model_dump(exclude_none=True) for e in req.events]
         svc.check_window(rows)
+        if not svc.log.healthy:
+            svc.metrics.rejected.labels("log_unavailable").inc(len(rows))
+            raise HTTPException(503, f"the served log cannot be written (error id {svc.log.last_error_id}); "
+                                     "nothing was applied: retry later", headers={"Retry-After": "5"})
+        try:
+            svc.log.write(rows)  # logged first: an event the log refuses never reaches the state
+        except LogUnavailable as exc:
+            svc.metrics.rejected.labels("log_unavailable").inc(len(rows))
+            raise HTTPException(503, "the served log queue is full (serving.log_max_pending); nothing was applied: "
+                                     "retry later", headers={"Retry-After": "5"}) from exc
         used = svc.state.apply(rows)
-        svc.log.write(rows)
         for r in rows:
             svc.metrics.events.labels(r["event"]).inc()
         return {"accepted": len(rows), "state_updates": used}
