@@ -41,7 +41,9 @@ simulated, ingested and featurised in a temporary folder; ETA dual (champion) an
 1 - p) and a random ranker, ``eliverec.evaluation.offpolicy.estimate_day`` estimates each on every
 feature day (one logged day each) from logged fields only, and the simulator gives the truth for the
 same feeds and the same rankings (exact expectation, plus an A/B-like draw of the world's responses).
-Tiny: under a minute. Writes ``offpolicy_neural_<profile>.{json,md}``.
+Tiny: under a minute; ``--profile default --max-feeds 4000 --last-days 2``: 13 minutes (training
+3 minutes, scoring every live channel of 4,000 feeds for 4 models and 2 days the rest). Writes
+``offpolicy_neural_<profile>.{json,md}``.
 
 Run: ``nice .venv/bin/python benchmarks/offpolicy.py [--profile tiny] [--replicates 100] [--feeds 2000]``;
 writes ``benchmarks/results/offpolicy_<profile>.{json,md}``.
@@ -440,6 +442,9 @@ def neural(args: argparse.Namespace) -> dict[str, Any]:
 
     root = Path(tempfile.mkdtemp(prefix="eliverec-ope-neural-"))
     settings, dates, models = trained_world(args.profile, root)
+    if args.max_feeds:
+        settings = settings.model_copy(update={"ope": settings.ope.model_copy(update={"max_feeds": args.max_feeds})})
+    dates = dates[-args.last_days:] if args.last_days else dates
     world = World.from_settings(settings)
     rows = []
     for date in dates:
@@ -510,11 +515,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--clip", type=float, default=None, help="weight clip (default: ope.clip)")
     ap.add_argument("--neural", action="store_true",
                     help="trained networks on a simulated world instead (writes offpolicy_neural_<profile>.*)")
+    ap.add_argument("--max-feeds", dest="max_feeds", type=int, default=0,
+                    help="--neural: feeds per logged day (default: ope.max_feeds)")
+    ap.add_argument("--last-days", dest="last_days", type=int, default=0,
+                    help="--neural: only the last N feature days (default: all)")
     args = ap.parse_args(argv)
     if args.neural:
         started = time.perf_counter()
         result = neural(args)
         result.update(seconds=time.perf_counter() - started, machine=_machine.cpu_model())
+        result.update(max_feeds=args.max_feeds or None)
         stem = RESULTS / f"offpolicy_neural_{args.profile}"
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
         stem.with_suffix(".md").write_text(neural_markdown(result))
