@@ -218,6 +218,8 @@ class TrackingConfig(Section):
     experiment: str
     registered_model: str
     log_model: bool = True  # log the trained model as an MLflow pyfunc
+    retries: int = Field(default=3, ge=0)  # registry reads retried this often before "unreachable"
+    retry_delay_s: float = Field(default=1.0, ge=0.0)  # first wait between retries (doubles each time)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -5,7 +5,14 @@ Every trained model becomes a version of ``settings.tracking.registered_model`` 
 ``champion`` (serves most traffic) and ``challenger`` (passed the gate, waits for a human or a
 finished A/B ramp). Every alias change is audited twice: as tags in the registry (so the state
 and its history travel with the MLflow server) and as a line in ``<data_dir>/registry/audit.jsonl``
-(who, when, action, alias, from, to, why). Alias changes are serialised with a file lock beside
+(who, when, action, alias, from, to, why, status). The audit line is durable (fsync) *before* the
+alias moves (status ``intent``) and is followed by ``done`` or, when the move fails, ``failed``.
+The champion's history (every version it held, in order) is the registered model's
+``champion_history`` tag, so repeated rollbacks go back version by version.
+
+"No such alias" (``None``) and "registry unreachable" are different outcomes: reads are retried
+(``tracking.retries``, ``tracking.retry_delay_s`` doubling), then :class:`RegistryUnavailable` names
+the tracking URI. Alias changes are serialised with a file lock beside
 the audit log, so two promotions racing on one machine leave one consistent winner and two
 complete audit records; against a shared MLflow server, run promotions from one place (the CLI on
 the orchestration host) or hold a lock of your own.
@@ -17,7 +24,7 @@ import getpass
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +38,41 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 VERDICT_TAG = "gate_verdict"
 PREVIOUS_TAG = "previous_champion"
+HISTORY_TAG = "champion_history"
+HISTORY_KEPT = 200  # versions kept in the champion history tag (MLflow tag values are short)
 
 
 class RegistryError(EliverecError):
     """A registry action was refused or is impossible (the message says why and what to do)."""
+
+
+class RegistryUnavailable(EliverecError):
+    """The tracking server could not be read after retries (not the same as "nothing registered")."""
+
+
+def is_absent(exc: BaseException) -> bool:
+    """Whether an MLflow error means "no such model / version / alias" (rather than an outage)."""
+    text = str(exc).lower()
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in text or \
+        "does not exist" in text
+
+
+def _read(settings: Settings, what: str, call: Any) -> Any:
+    """``call()`` with retries on outages; absent resources raise at once (the caller decides)."""
+    t = settings.tracking
+    for attempt in range(t.retries + 1):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - MLflow raises MlflowException, requests/sqlalchemy errors
+            if is_absent(exc):
+                raise
+            if attempt == t.retries:
+                raise RegistryUnavailable(
+                    f"model registry at {t.uri} unreachable while reading {what} ({type(exc).__name__}; "
+                    f"{t.retries + 1} attempts): start or fix the tracking server (tracking.uri, "
+                    "MLFLOW_TRACKING_URI) and rerun") from exc
+            time.sleep(t.retry_delay_s * 2**attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 @dataclass(frozen=True)
@@ -49,6 +87,7 @@ class AuditRecord:
     to_version: str | None
     reason: str
     forced: bool = False
+    status: str = "done"  # intent (written before the move), done, failed
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -84,11 +123,17 @@ def register(settings: Settings, model_uri: str, tags: dict[str, str], run_id: s
 
 
 def alias_version(settings: Settings, alias: str) -> str | None:
-    """The version an alias points to, or ``None``."""
+    """The version an alias points to, ``None`` when the alias (or the model) does not exist.
+
+    Raises :class:`RegistryUnavailable` when the registry cannot be read after retries.
+    """
     c = client(settings)
+    name = settings.tracking.registered_model
     try:
-        return str(c.get_model_version_by_alias(settings.tracking.registered_model, alias).version)
-    except Exception:  # noqa: BLE001 - absent alias or absent model
+        return str(_read(settings, f"alias '{alias}'", lambda: c.get_model_version_by_alias(name, alias)).version)
+    except RegistryUnavailable:
+        raise
+    except Exception:  # noqa: BLE001 - is_absent(): no such alias or model
         return None
 
 
@@ -111,31 +156,84 @@ def _lock(settings: Settings):  # noqa: ANN202 - filelock type
     return FileLock(str(path) + ".lock", timeout=60)
 
 
-def _append_audit(settings: Settings, record: AuditRecord) -> None:
+def _write_audit_line(settings: Settings, record: AuditRecord) -> None:
+    """Append one record and fsync the file (and, when new, its folder) before returning."""
     path = audit_path(settings)
+    new = not path.exists()
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(asdict(record), sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+    if new:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _append_audit(settings: Settings, record: AuditRecord) -> None:
+    _write_audit_line(settings, record)
     c = client(settings)
     c.set_registered_model_tag(
         settings.tracking.registered_model, f"audit.{record.ts}.{record.alias}", json.dumps(asdict(record))[:4900]
     )
 
 
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}Z"
+
+
+def champion_history(settings: Settings) -> list[str]:
+    """Every version the champion alias held, oldest first (empty for a registry without the tag)."""
+    c = client(settings)
+    name = settings.tracking.registered_model
+    try:
+        tags = _read(settings, "the champion history", lambda: c.get_registered_model(name)).tags
+    except RegistryUnavailable:
+        raise
+    except Exception:  # noqa: BLE001 - is_absent(): no registered model yet
+        return []
+    return [str(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+
+
+def _record_history(settings: Settings, action: str, previous: str | None, to_version: str) -> None:
+    """Update the champion history after the alias moved: a rollback drops the versions after its
+    target, any other move appends the new champion."""
+    history = champion_history(settings) or ([previous] if previous is not None else [])
+    if action == "rollback":
+        while history and history[-1] != to_version:
+            history.pop()
+    if not history or history[-1] != to_version:
+        history.append(to_version)
+    client(settings).set_registered_model_tag(settings.tracking.registered_model, HISTORY_TAG,
+                                              json.dumps(history[-HISTORY_KEPT:]))
+
+
 def _move_alias(
     settings: Settings, alias: str, to_version: str, action: str, reason: str, forced: bool = False
 ) -> AuditRecord:
+    """Audit (durably) the intent, move the alias, audit the outcome (``done`` or ``failed``)."""
     c = client(settings)
     name = settings.tracking.registered_model
     previous = alias_version(settings, alias)
-    c.set_registered_model_alias(name, alias, to_version)
-    if alias == CHAMPION and previous is not None and previous != to_version:
-        c.set_model_version_tag(name, to_version, PREVIOUS_TAG, previous)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}Z"
-    record = AuditRecord(stamp, actor(), action, alias, previous, to_version, reason, forced)
-    _append_audit(settings, record)
-    return record
+    record = AuditRecord(_stamp(), actor(), action, alias, previous, to_version, reason, forced, "intent")
+    _write_audit_line(settings, record)
+    try:
+        c.set_registered_model_alias(name, alias, to_version)
+        if alias == CHAMPION:
+            if previous is not None and previous != to_version and action != "rollback":
+                c.set_model_version_tag(name, to_version, PREVIOUS_TAG, previous)
+            _record_history(settings, action, previous, to_version)
+    except Exception as exc:
+        failed = replace(record, ts=_stamp(), status="failed", reason=f"{reason} [failed: {type(exc).__name__}]")
+        _write_audit_line(settings, failed)
+        raise RegistryError(f"moving '{alias}' to version {to_version} failed ({type(exc).__name__}: {exc}); "
+                            f"audited as failed in {audit_path(settings)}; check the aliases with "
+                            "`eliverec models` before retrying") from exc
+    done = replace(record, ts=_stamp(), status="done")
+    _append_audit(settings, done)
+    return done
 
 
 def _version(settings: Settings, version: str) -> Any:
@@ -163,11 +261,12 @@ def clear_challenger(settings: Settings, reason: str) -> AuditRecord | None:
         previous = alias_version(settings, CHALLENGER)
         if previous is None:
             return None
+        record = AuditRecord(_stamp(), actor(), "clear", CHALLENGER, previous, None, reason, status="intent")
+        _write_audit_line(settings, record)
         client(settings).delete_registered_model_alias(settings.tracking.registered_model, CHALLENGER)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}Z"
-        record = AuditRecord(stamp, actor(), "clear", CHALLENGER, previous, None, reason)
-        _append_audit(settings, record)
-        return record
+        done = replace(record, ts=_stamp(), status="done")
+        _append_audit(settings, done)
+        return done
 
 
 def promote(settings: Settings, version: str, reason: str, force: bool = False) -> AuditRecord:
@@ -195,23 +294,29 @@ def bootstrap_champion(settings: Settings, version: str, reason: str) -> AuditRe
 
 
 def rollback(settings: Settings, reason: str) -> AuditRecord:
-    """Return ``champion`` to the version it replaced."""
+    """Return ``champion`` to the version before it in the champion history (repeatable, one step each)."""
     with _lock(settings):
         current = alias_version(settings, CHAMPION)
         if current is None:
             raise RegistryError("there is no champion to roll back")
-        previous = _version(settings, current).tags.get(PREVIOUS_TAG)
+        history = champion_history(settings)
+        if history and history[-1] == current:
+            previous = history[-2] if len(history) > 1 else None
+        else:  # a registry from before the history tag: one step back, from the version's own tag
+            previous = _version(settings, current).tags.get(PREVIOUS_TAG)
         if not previous:
             raise RegistryError(f"champion version {current} has no previous champion to return to")
         return _move_alias(settings, CHAMPION, previous, "rollback", reason or "rollback")
 
 
-def read_audit(settings: Settings) -> list[dict[str, Any]]:
-    """All audit records, oldest first."""
+def read_audit(settings: Settings, intents: bool = False) -> list[dict[str, Any]]:
+    """Audit records, oldest first: finished changes (``done``, ``failed``); ``intents`` adds the lines
+    written before each move (an intent without an outcome: the process died during the move)."""
     path = audit_path(settings)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if intents or r.get("status", "done") != "intent"]
 
 
 def list_versions(settings: Settings) -> list[dict[str, Any]]:

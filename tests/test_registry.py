@@ -151,3 +151,52 @@ def test_clearing_the_challenger_is_audited(tiny_settings: Settings, versions: l
     assert rec is not None and (rec.from_version, rec.to_version) == (versions[1], None)
     assert registry.alias_version(tiny_settings, registry.CHALLENGER) is None
     assert registry.read_audit(tiny_settings)[-1]["action"] == "clear"
+
+
+def _pass_versions(settings: Settings, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        uri, run_id = _log_model(settings)
+        v = registry.register(settings, uri, {"model_name": "x"}, run_id=run_id)
+        registry.set_verdict(settings, v, "pass")
+        out.append(v)
+    return out
+
+
+def test_repeated_rollbacks_walk_back_the_champion_history(tiny_settings: Settings) -> None:
+    versions = _pass_versions(tiny_settings, 4)
+    registry.bootstrap_champion(tiny_settings, versions[0], "first")
+    for v in versions[1:]:
+        registry.promote(tiny_settings, v, f"promote {v}")
+    for expected in reversed(versions[:-1]):
+        registry.rollback(tiny_settings, "walk back")
+        assert registry.alias_version(tiny_settings, registry.CHAMPION) == expected
+    with pytest.raises(registry.RegistryError, match="no previous champion"):
+        registry.rollback(tiny_settings, "nothing before the first")
+    registry.promote(tiny_settings, versions[2], "forward again")  # history restarts from here
+    registry.rollback(tiny_settings, "one back")
+    assert registry.alias_version(tiny_settings, registry.CHAMPION) == versions[0]
+
+
+def test_no_alias_is_none_but_an_unreachable_registry_is_an_error(tiny_settings: Settings) -> None:
+    assert registry.alias_version(tiny_settings, registry.CHAMPION) is None  # nothing registered yet
+    registry.register(tiny_settings, _log_model(tiny_settings)[0], {})
+    assert registry.alias_version(tiny_settings, registry.CHAMPION) is None  # a model, no alias
+    db = Path(tiny_settings.tracking.uri[len("sqlite:///"):])
+    db.write_bytes(b"this is not a database " * 4096)  # the store answers nothing
+    fast = tiny_settings.model_copy(update={"tracking": tiny_settings.tracking.model_copy(
+        update={"retries": 2, "retry_delay_s": 0.01})})
+    with pytest.raises(registry.RegistryUnavailable, match=r"unreachable.*3 attempts"):
+        registry.alias_version(fast, registry.CHAMPION)
+
+
+def test_the_audit_line_is_durable_before_the_move_and_a_failed_move_is_audited(tiny_settings: Settings) -> None:
+    (v1,) = _pass_versions(tiny_settings, 1)
+    registry.bootstrap_champion(tiny_settings, v1, "first")
+    with pytest.raises(registry.RegistryError, match="audited as failed"):
+        registry._move_alias(tiny_settings, registry.CHAMPION, "999", "promote", "to a version that is gone")
+    assert registry.alias_version(tiny_settings, registry.CHAMPION) == v1
+    every = registry.read_audit(tiny_settings, intents=True)
+    assert [(r["status"], r["to_version"]) for r in every] == [("intent", v1), ("done", v1), ("intent", "999"),
+                                                              ("failed", "999")]
+    assert [r["status"] for r in registry.read_audit(tiny_settings)] == ["done", "failed"]

@@ -12,6 +12,7 @@ For each stage of ``ab.stages`` (percent of buckets to the challenger, e.g. 1 ->
    no sample-ratio mismatch (chi-square p >= 0.001), challenger error rate <= ``ab.max_error_rate``
    and challenger p99 latency <= ``ab.max_p99_ms`` (from ``/admin/stats`` since the stage began);
 4. a breach sets the challenger back to 0 % at once and ends the ramp; otherwise the next stage.
+   Any other exit (an error, an interrupt) also sets the challenger back to 0 % before it propagates.
 
 After the last stage the challenger is promoted through :func:`eliverec.registry.promote` (audited,
 actor ``ab-ramp``) when it held every guardrail and its primary-metric lift is not negative; the
@@ -22,6 +23,7 @@ The decisions are written to ``<data_dir>/experiments/<ab.experiment>/ramp.json`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -38,6 +40,7 @@ from eliverec.experiments.analysis import analyse, cursor_now, read_since, servi
 from eliverec.serving import admin_token, base_url
 from eliverec.serving.buckets import with_share
 
+log = logging.getLogger(__name__)
 ACTOR = "ab-ramp"
 SRM_P_MIN = 0.001
 
@@ -162,32 +165,49 @@ def ramp(settings: Settings, url: str | None = None, token: str | None = None, s
         from eliverec.experiments.traffic import driver as make_driver
 
         driver = make_driver(settings, url, traffic_users, traffic_minutes)
-    stages: list[dict[str, Any]] = []
-    outcome = "completed"
     started = time.time()
-    for percent in settings.ab.stages:
-        st = run_stage(settings, admin, float(percent), driver, max_rounds)
-        stages.append(st)
-        if st["decision"] == "rollback":
-            admin.set_share(settings, 0.0, f"rollback at {percent}%: {st['reason']}")
-            outcome = "rolled_back"
-            break
-    promoted = None
-    if outcome == "completed":
-        lift = stages[-1]["result"]["primary"]["relative_lift"]
-        if promote and lift == lift and lift >= 0:
-            promoted = _promote(settings, challenger, f"A/B ramp passed {settings.ab.stages}%; "
-                                f"{settings.ab.primary_metric} lift {lift:+.2%} at {stages[-1]['percent']}%")
-            outcome = "promoted"
-        else:
-            outcome = "completed_not_promoted"
-        admin.set_share(settings, 0.0, f"ramp {outcome}")
-        admin.reload()
+    try:
+        stages, outcome, promoted = _stages(settings, admin, challenger, driver, max_rounds, promote)
+    except BaseException as exc:  # any exit (error, Ctrl-C): the champion serves everyone again
+        _reset_share(settings, admin, f"ramp aborted: {type(exc).__name__}")
+        raise
     res = {"experiment": settings.ab.experiment, "champion": champion, "challenger": challenger, "stages": stages,
            "outcome": outcome, "promoted": promoted, "final_percent": 0.0,
            "seconds": round(time.time() - started, 1), "url": url}
     res["paths"] = _write(settings, res)
     return res
+
+
+def _stages(settings: Settings, admin: AdminClient, challenger: str, driver: Callable[[], Any] | None,
+            max_rounds: int, promote: bool) -> tuple[list[dict[str, Any]], str, dict[str, Any] | None]:
+    """Every stage until a rollback or the end, then the promotion decision: (stages, outcome, promoted)."""
+    stages: list[dict[str, Any]] = []
+    for percent in settings.ab.stages:
+        st = run_stage(settings, admin, float(percent), driver, max_rounds)
+        stages.append(st)
+        if st["decision"] == "rollback":
+            admin.set_share(settings, 0.0, f"rollback at {percent}%: {st['reason']}")
+            return stages, "rolled_back", None
+    promoted = None
+    lift = stages[-1]["result"]["primary"]["relative_lift"]
+    if promote and lift == lift and lift >= 0:
+        promoted = _promote(settings, challenger, f"A/B ramp passed {settings.ab.stages}%; "
+                            f"{settings.ab.primary_metric} lift {lift:+.2%} at {stages[-1]['percent']}%")
+        outcome = "promoted"
+    else:
+        outcome = "completed_not_promoted"
+    admin.set_share(settings, 0.0, f"ramp {outcome}")
+    admin.reload()
+    return stages, outcome, promoted
+
+
+def _reset_share(settings: Settings, admin: AdminClient, reason: str) -> None:
+    """Challenger share back to 0 % on an aborted ramp; a failure here is logged, the original error wins."""
+    try:
+        admin.set_share(settings, 0.0, reason)
+    except Exception:  # noqa: BLE001 - the service may be the thing that failed
+        log.exception("could not reset the challenger share to 0 %% at %s: set it with PUT /admin/allocation",
+                      admin.url)
 
 
 def _promote(settings: Settings, version: str, reason: str) -> dict[str, Any]:

@@ -111,8 +111,7 @@ class ModelManager:
             try:
                 out[alias] = str(c.get_model_version_by_alias(name, alias).version)
             except Exception as exc:  # noqa: BLE001 - MLflow raises MlflowException for "no such alias"
-                if "RESOURCE_DOES_NOT_EXIST" not in str(getattr(exc, "error_code", "")) and \
-                        "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
+                if not registry.is_absent(exc):
                     raise
                 out[alias] = None
         return out

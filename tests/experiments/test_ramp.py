@@ -81,3 +81,24 @@ def test_ramp_rolls_back_a_worse_challenger_and_advances_a_better_one(world: Tin
     last = registry.read_audit(s)[-1]
     assert last["actor"] == "ab-ramp" and last["action"] == "promote" and last["to_version"] == good
     assert Path(second["paths"]["markdown"]).read_text().count("| advance |") == 3
+
+
+def test_a_ramp_that_dies_sets_the_challenger_share_back_to_zero(world: TinyWorld, tmp_path: Path) -> None:
+    from tests.serving.helpers import register_untrained
+
+    s = world.settings(tmp_path)
+    registry.bootstrap_champion(s, register_untrained(s, seed=0), "champion")
+    registry.set_challenger(s, register_untrained(s, seed=1), "challenger")
+    seen: list[float] = []
+
+    with running_service(s) as run:
+        def dies() -> None:  # the first stage's share is live when the traffic source breaks
+            seen.append(run.service.allocation.share("challenger"))
+            raise ConnectionError("traffic source lost")
+
+        with pytest.raises(ConnectionError):
+            ramp(s, url=run.url, driver=dies)
+        assert seen == [s.ab.stages[0] / 100.0]
+        assert run.service.allocation.share("challenger") == 0.0
+    stored = load_allocation(allocation_path(s.data_dir), with_share("x", "y", s.ab.buckets, 50.0))
+    assert stored.share("challenger") == 0.0
