@@ -400,6 +400,11 @@ class TunedValues(Section):
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 
 
+#: Settings that are secrets: never logged, never saved with runs or models (section_dict redacts them).
+SECRET_KEYS: tuple[str, ...] = ("serving.admin_token", "serving.producer_token")
+REDACTED = "<redacted>"  # long enough to pass the token fields' own checks when a saved tree is read back
+
+
 class Settings(Section):
     """All settings of one run, resolved for one profile.
 
@@ -442,9 +447,16 @@ class Settings(Section):
             return {k: {} if v is None else v for k, v in value.items()}
         return value
 
-    def section_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (for logging with runs and models)."""
-        return self.model_dump(mode="json")
+    def section_dict(self, secrets: bool = False) -> dict[str, Any]:
+        """Plain JSON-able dict (for logging with runs and models): the values of :data:`SECRET_KEYS`
+        are :data:`REDACTED` unless ``secrets`` (only for building settings again from the tree)."""
+        tree = self.model_dump(mode="json")
+        if not secrets:
+            for key in SECRET_KEYS:
+                section, name = key.split(".")
+                if name in tree.get(section, {}):
+                    tree[section][name] = REDACTED
+        return tree
 
 
 # --------------------------------------------------------------------------- loading
@@ -588,7 +600,7 @@ def apply_tuned(settings: Settings, model_name: str) -> Settings:
     """
     if model_name not in MODEL_NAMES:
         raise ConfigError(f"unknown model '{model_name}' (known: {', '.join(MODEL_NAMES)})")
-    tree = settings.section_dict()
+    tree = settings.section_dict(secrets=True)
     for key, value in settings.untuned.items():
         section, name = key.split(".")
         tree[section][name] = value

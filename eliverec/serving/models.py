@@ -27,6 +27,7 @@ import torch
 
 from eliverec.config import Settings
 from eliverec.features.hashing import FeatureSpec
+from eliverec.training.checkpoint import load
 
 log = logging.getLogger(__name__)
 ALIASES: tuple[str, str] = ("champion", "challenger")
@@ -73,7 +74,7 @@ def load_version(settings: Settings, alias: str, version: str) -> LoadedModel:
         if not isinstance(network, torch.nn.Module) or not hasattr(network, "score"):
             raise RuntimeError(f"{uri} is not an eLiveRec ranker (a pyfunc RankerModel around a ranking network)")
         blobs = sorted(Path(local).glob("**/network.pt"))
-        blob = torch.load(blobs[0], map_location="cpu", weights_only=False) if blobs else {}
+        blob = load(blobs[0]) if blobs else {}
     spec = _spec(blob.get("feature_spec") or {}, settings)
     network.eval()
     return LoadedModel(alias, str(version), uri, network, spec, str(getattr(network, "name", "")), time.time(),

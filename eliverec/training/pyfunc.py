@@ -8,12 +8,14 @@ Output: a DataFrame with one row per sample and the columns ``watch``, ``goods_b
 
 The artifact ``network`` holds the state dict, the resolved settings, the feature spec and the
 builder (``module:function``) that rebuilds the network, so loading needs only the ``eliverec``
-package, not a pickled class.
+package, not a pickled class. The blob is read with ``torch.load(weights_only=True)`` and its
+builder must be on the allow-list (:func:`trusted_builder`).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,7 +26,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eliverec.errors import EliverecError
 from eliverec.features.batch import LABELS
+from eliverec.training.checkpoint import load
+
+#: Builders a model blob may name (loading imports only these); more through $ELIVEREC_TRUSTED_BUILDERS.
+TRUSTED_BUILDERS: frozenset[str] = frozenset({"eliverec.models:build_model"})
+TRUSTED_ENV = "ELIVEREC_TRUSTED_BUILDERS"
+
+
+class UntrustedModel(EliverecError):
+    """A model blob asks for code outside the allow-list."""
+
 
 OUTPUTS: tuple[str, ...] = ("watch", "stay_time", "goods_bag", "product_click")
 PROBABILITY_OUTPUTS: frozenset[str] = frozenset({"watch", "goods_bag", "product_click"})
@@ -96,11 +109,23 @@ def stored_settings(raw: Mapping[str, Any]) -> Any:
     return Settings.model_construct(**values)
 
 
+def trusted_builder(path: str) -> Callable[..., Any]:
+    """The builder named in a model blob, only when it is on the allow-list: :data:`TRUSTED_BUILDERS`
+    plus ``$ELIVEREC_TRUSTED_BUILDERS`` (comma-separated ``module:function``). A blob never picks
+    arbitrary code to import."""
+    extra = {b.strip() for b in os.environ.get(TRUSTED_ENV, "").split(",") if b.strip()}
+    if path not in TRUSTED_BUILDERS | extra:
+        raise UntrustedModel(f"model blob names builder {path!r}, which is not on the allow-list "
+                             f"({', '.join(sorted(TRUSTED_BUILDERS | extra))}); add it to ${TRUSTED_ENV} only "
+                             "if you trust where the model came from")
+    return resolve(path)
+
+
 def rebuild(blob: Mapping[str, Any]) -> torch.nn.Module:
     """The network described by a saved ``network`` blob, weights loaded, in eval mode."""
     settings = stored_settings(blob["settings"])
     spec = blob.get("feature_spec") or {}
-    model = resolve(blob["builder"])(settings, vocab=spec.get("vocab"), seq_len=spec.get("seq_len"))
+    model = trusted_builder(blob["builder"])(settings, vocab=spec.get("vocab"), seq_len=spec.get("seq_len"))
     model.load_state_dict(blob["state_dict"])
     return model.eval()
 
@@ -113,7 +138,7 @@ with warnings.catch_warnings():
         """pyfunc wrapper around any eLiveRec-platform network (they all return the same output dict)."""
 
         def load_context(self, context: Any) -> None:
-            blob = torch.load(Path(context.artifacts["network"]), map_location="cpu", weights_only=False)
+            blob = load(Path(context.artifacts["network"]))
             self.model = rebuild(blob)
             self.batch_size = int(blob.get("batch_size", 4096))
 

@@ -155,7 +155,7 @@ def trial_settings(base: Settings, values: Mapping[str, Any], minutes: float | N
     """``base`` with a trial's values, the per-trial wall-clock cap, no logged model, no periodic checkpoints."""
     from pydantic import ValidationError
 
-    tree = base.section_dict()
+    tree = base.section_dict(secrets=True)
     for key, value in values.items():
         section, name = key.split(".")
         tree[section][name] = value
