@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from eliverec.data.atomic import publish_dir, stage_lock, write_bytes_atomic
 from eliverec.errors import DataError
 from eliverec.features import batch
 from eliverec.features.bronze import day_dir, day_start_ms, parse_date, read_dimension, read_event, require_window
@@ -127,7 +128,26 @@ def build_features(settings: Any, end_date: str, train_days: int | None = None, 
     malformed; a missing look-back day is skipped with a warning. ``validate`` runs the samples
     suite (:mod:`eliverec.features.expectations`) on every day afterwards and raises
     :class:`~eliverec.errors.ValidationFailed` if any day fails (the samples stay on disk).
+
+    The build holds the ``features`` stage lock of the data root and first removes the temporary
+    and half-swapped day folders a killed build left (:mod:`eliverec.data.atomic`).
     """
+    data_dir = Path(settings.data_dir)
+    with stage_lock(data_dir, "features"):
+        _remove_leftovers(data_dir / "features")
+        return _build(settings, end_date, train_days, validate)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temporary day folders/files and half-swapped old folders of a killed build (under the lock)."""
+    for stale in [*out.glob(".*.tmp-*"), *out.glob(".*.old-*")]:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _build(settings: Any, end_date: str, train_days: int | None, validate: bool) -> dict[str, Any]:
     from rich.progress import Progress
 
     f = settings.features
@@ -383,16 +403,9 @@ def _collisions(spec: FeatureSpec, ctx: Context) -> dict[str, int]:
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
-    """Replace ``final`` with ``tmp`` (a rename; the old folder is removed after the swap)."""
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Replace ``final`` with ``tmp`` (contents fsynced, then a rename; the old folder removed after)."""
+    publish_dir(tmp, final)
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode())

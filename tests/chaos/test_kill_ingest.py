@@ -1,12 +1,13 @@
-"""Chaos: ``eliverec ingest --all`` killed with SIGKILL at random points, then rerun, ends with the
-same bronze as an uninterrupted run, no staging folders and no half-swapped folders.
+"""Chaos: ``eliverec ingest --all`` and ``eliverec features`` killed with SIGKILL at random points,
+then rerun, end with the same bronze and samples as an uninterrupted run, with no staging,
+temporary or half-swapped folders left.
 
-Covers ingestion (the stage that publishes through :mod:`eliverec.data.atomic`); features, training
-and register have their own resume paths and are not part of this test yet.
+Training and register (checkpoint resume, registry) are not killed in this test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,27 +26,46 @@ pytestmark = pytest.mark.slow
 KILL_POINTS = 5
 
 
-def _ingest(data_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "eliverec", "ingest", "--all", "--profile", "tiny",
+STAGES = {"ingest": ["ingest", "--all"], "features": ["features"]}
+#: What shows that a stage is writing (the kill lands after it appears, not during interpreter start-up).
+WORKING = {"ingest": ".staging/ingest-*", "features": "features/.*.tmp-*"}
+
+
+def _start(stage: str, data_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "eliverec", *STAGES[stage], "--profile", "tiny",
                              "--params", str(PARAMS), "--data-dir", str(data_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _finish(data_dir: Path) -> None:
-    proc = _ingest(data_dir)
+def _finish(stage: str, data_dir: Path) -> float:
+    t0 = time.monotonic()
+    proc = _start(stage, data_dir)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
+    return time.monotonic() - t0
 
 
-def _bronze(data_dir: Path) -> dict[str, str]:
-    return {p.parent.name: json.loads(p.read_text())["content_hash"]
-            for p in sorted((data_dir / "bronze").glob("*/_manifest.json"))}
+def _outputs(data_dir: Path) -> dict[str, str]:
+    """Bronze content hashes per day and a digest of every sample file (tensors, parquet, spec)."""
+    out = {p.parent.name: json.loads(p.read_text())["content_hash"]
+           for p in sorted((data_dir / "bronze").glob("*/_manifest.json"))}
+    for p in sorted((data_dir / "features").rglob("*")) if (data_dir / "features").exists() else []:
+        if p.is_file() and p.name not in ("_build.json", "_summary.json"):  # those hold timings
+            out[str(p.relative_to(data_dir))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 def _leftovers(data_dir: Path) -> list[str]:
     staged = list((data_dir / ".staging").glob("*")) if (data_dir / ".staging").exists() else []
-    swapped = [p for p in data_dir.rglob(".*.old-*")]
-    return [str(p) for p in staged + swapped]
+    temporary = [p for p in data_dir.rglob(".*") if ".old-" in p.name or ".tmp-" in p.name]
+    return [str(p) for p in staged + temporary]
+
+
+def _wait_working(proc: subprocess.Popen, data_dir: Path, stage: str) -> None:
+    deadline = time.monotonic() + 300
+    while not list(data_dir.glob(WORKING[stage])):
+        assert proc.poll() is None and time.monotonic() < deadline, f"{stage} never started writing"
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -58,25 +78,30 @@ def raw_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_ingest_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(raw_world: Path,
-                                                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_stage_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(raw_world: Path, tmp_path: Path,
+                                                                               stage: str) -> None:
     clean = tmp_path / "clean"
     shutil.copytree(raw_world / "raw", clean / "raw")
-    t0 = time.monotonic()
-    _finish(clean)
-    full_s = time.monotonic() - t0
-    expected = _bronze(clean)
+    seconds = {s: _finish(s, clean) for s in STAGES}
+    expected = _outputs(clean)
     assert expected and not _leftovers(clean)
     rng = np.random.default_rng(15)
     for point in range(KILL_POINTS):
         data = tmp_path / f"killed-{point}"
         shutil.copytree(raw_world / "raw", data / "raw")
-        if point % 2:  # half the runs resume over bronze a previous (complete) run published
+        if stage == "features":
             shutil.copytree(clean / "bronze", data / "bronze")
-        proc = _ingest(data)
-        time.sleep(float(rng.uniform(0.1, 0.9)) * full_s)
+        if point % 2:  # half the runs resume over the outputs a previous complete run published
+            shutil.copytree(clean / ("bronze" if stage == "ingest" else "features"),
+                            data / ("bronze" if stage == "ingest" else "features"), dirs_exist_ok=True)
+        proc = _start(stage, data)
+        _wait_working(proc, data, stage)
+        time.sleep(float(rng.uniform(0.0, 0.5)) * seconds[stage])
+        assert proc.poll() is None, f"{stage} ended before kill point {point}"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-        _finish(data)
-        assert _bronze(data) == expected, f"kill point {point}"
-        assert not _leftovers(data), f"kill point {point}: {_leftovers(data)}"
+        for s in STAGES:
+            _finish(s, data)
+        assert _outputs(data) == expected, f"{stage} killed at point {point}"
+        assert not _leftovers(data), f"{stage} killed at point {point}: {_leftovers(data)}"
