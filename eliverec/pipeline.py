@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eliverec.config import Settings
+from eliverec.data.atomic import write_bytes_atomic
 from eliverec.errors import DataError
 
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -89,10 +90,7 @@ def read_result(path: str | Path) -> dict[str, Any]:
 def write_result(path: str | Path, result: dict[str, Any]) -> Path:
     """Write a training result JSON atomically."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
-    tmp.replace(p)
+    write_bytes_atomic(p, json.dumps(result, indent=2, sort_keys=True, default=float).encode())
     return p
 
 

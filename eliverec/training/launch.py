@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eliverec.data.atomic import write_bytes_atomic
 from eliverec.errors import EliverecError
 
 
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     if a.result_file and int(os.environ.get("RANK", "0")) == 0:
-        a.result_file.write_text(json.dumps(result_dict(res)))
+        write_bytes_atomic(Path(a.result_file), json.dumps(result_dict(res)).encode())
     return 0
 
 

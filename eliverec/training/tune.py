@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from eliverec.config import ConfigError, Settings, apply_tuned, is_explicit
+from eliverec.data.atomic import write_bytes_atomic
 from eliverec.errors import EliverecError
 from eliverec.training.data import TrainingData, load_training_data
 from eliverec.training.distributed import DistContext, setup, teardown
@@ -371,8 +372,8 @@ def _report(base: Settings, result: TuneResult, data: TrainingData, trials: int,
                "written": ".".join(written) if written else None,
                "params_file": str(write_params) if written else None,
                "trials": [asdict(r) for r in result.trials]}
-        paths["json"].write_text(json.dumps(doc, indent=2, default=str))
-        paths["markdown"].write_text(markdown(doc))
+        write_bytes_atomic(paths["json"], json.dumps(doc, indent=2, default=str).encode())
+        write_bytes_atomic(paths["markdown"], markdown(doc).encode())
     return replace(result, paths=paths, written=written)
 
 

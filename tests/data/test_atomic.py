@@ -49,7 +49,8 @@ def test_a_second_run_of_a_stage_waits_then_fails_and_kill_9_releases_the_lock(t
         assert stage.is_dir()
 
 
-def test_everything_is_fsynced_before_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths fsynced from now on (the real fsync still runs)."""
     synced: list[str] = []
     real = os.fsync
 
@@ -58,6 +59,11 @@ def test_everything_is_fsynced_before_the_rename(tmp_path: Path, monkeypatch: py
         real(fd)
 
     monkeypatch.setattr(os, "fsync", recording)
+    return synced
+
+
+def test_everything_is_fsynced_before_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced = _record_fsyncs(monkeypatch)
     built = tmp_path / ".staging" / "x" / "bronze"
     (built / "sub").mkdir(parents=True)
     (built / "a.parquet").write_bytes(b"a")
@@ -70,3 +76,12 @@ def test_everything_is_fsynced_before_the_rename(tmp_path: Path, monkeypatch: py
     atomic.write_bytes_atomic(final / "_manifest.json", b"{}")
     assert synced[-1] == str(final) and any(".tmp-" in p for p in synced)
     assert (final / "a.parquet").read_bytes() == b"a"
+
+
+def test_training_results_are_durable_before_they_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eliverec.pipeline import write_result
+
+    synced = _record_fsyncs(monkeypatch)
+    path = write_result(tmp_path / "reports" / "train.json", {"auc": 0.5})
+    assert any(".tmp-" in p for p in synced) and synced[-1] == str(path.parent)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["train.json"]
