@@ -110,15 +110,26 @@ def actor() -> str:
 
 
 def register(settings: Settings, model_uri: str, tags: dict[str, str], run_id: str | None = None) -> str:
-    """Register ``model_uri`` as a new version with ``tags``; returns the version number."""
+    """Register ``model_uri`` as a new version with ``tags``; returns the version number.
+
+    Idempotent for a run: when a version of ``run_id`` with the same source exists (a rerun after a
+    crash), that version gets the tags and is returned instead of a duplicate.
+    """
     c = client(settings)
     name = settings.tracking.registered_model
     try:
         c.get_registered_model(name)
     except Exception:  # noqa: BLE001 - MLflow raises a generic MlflowException when absent
         c.create_registered_model(name, description="eLiveRec live-channel ranker (DESIGN section 3, Models)")
-    source = model_uri
-    mv = c.create_model_version(name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    plain_tags = {k: str(v) for k, v in tags.items()}
+    if run_id:
+        same = [mv for mv in c.search_model_versions(f"name='{name}' and run_id='{run_id}'") if mv.source == model_uri]
+        if same:
+            version = str(min(int(mv.version) for mv in same))
+            for key, value in plain_tags.items():
+                c.set_model_version_tag(name, version, key, value)
+            return version
+    mv = c.create_model_version(name, source=model_uri, run_id=run_id, tags=plain_tags)
     return str(mv.version)
 
 

@@ -200,3 +200,13 @@ def test_the_audit_line_is_durable_before_the_move_and_a_failed_move_is_audited(
     assert [(r["status"], r["to_version"]) for r in every] == [("intent", v1), ("done", v1), ("intent", "999"),
                                                               ("failed", "999")]
     assert [r["status"] for r in registry.read_audit(tiny_settings)] == ["done", "failed"]
+
+
+def test_registering_a_run_again_after_a_crash_returns_its_version(tiny_settings: Settings) -> None:
+    uri, run_id = _log_model(tiny_settings)
+    first = registry.register(tiny_settings, uri, {"model_name": "x"}, run_id=run_id)
+    again = registry.register(tiny_settings, uri, {"model_name": "x", "data_window": "d1..d2"}, run_id=run_id)
+    assert again == first and [r["version"] for r in registry.list_versions(tiny_settings)] == [first]
+    assert registry.list_versions(tiny_settings)[0]["window"] == "d1..d2"
+    other_uri, other_run = _log_model(tiny_settings)
+    assert registry.register(tiny_settings, other_uri, {}, run_id=other_run) != first
