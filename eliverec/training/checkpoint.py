@@ -67,6 +67,8 @@ def save_atomic(obj: Any, path: Path) -> Path:
     path = Path(path)
     obj = plain(obj)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a save a killed process did not finish
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

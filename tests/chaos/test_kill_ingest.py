@@ -2,7 +2,9 @@
 then rerun, end with the same bronze and samples as an uninterrupted run, with no staging,
 temporary or half-swapped folders left.
 
-Training and register (checkpoint resume, registry) are not killed in this test.
+Training is killed after its first checkpoint and resumed (``--resume``): the logged network's
+weights equal an uninterrupted run's. Register is not killed here (it is idempotent per run,
+tests/test_registry.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import PARAMS
 
@@ -57,7 +60,7 @@ def _outputs(data_dir: Path) -> dict[str, str]:
 
 def _leftovers(data_dir: Path) -> list[str]:
     staged = list((data_dir / ".staging").glob("*")) if (data_dir / ".staging").exists() else []
-    temporary = [p for p in data_dir.rglob(".*") if ".old-" in p.name or ".tmp-" in p.name]
+    temporary = [p for p in data_dir.rglob(".*") if ".old-" in p.name or ".tmp" in p.name]
     return [str(p) for p in staged + temporary]
 
 
@@ -105,3 +108,56 @@ def test_a_stage_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
             _finish(s, data)
         assert _outputs(data) == expected, f"{stage} killed at point {point}"
         assert not _leftovers(data), f"{stage} killed at point {point}: {_leftovers(data)}"
+
+
+def _train(data_dir: Path, *extra: str) -> subprocess.Popen:
+    from tests.serving.helpers import VOCAB
+
+    sets = [*VOCAB, f"tracking.uri=sqlite:///{data_dir}/mlflow.db", "train.max_minutes=0", "train.eval_every=0",
+            "train.checkpoint_every=10"]
+    cmd = [sys.executable, "-m", "eliverec", "train", "--profile", "tiny", "--params", str(PARAMS),
+           "--data-dir", str(data_dir), "--run-name", "chaos", *extra]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _weights(data_dir: Path) -> dict[str, torch.Tensor]:
+    from eliverec.training.checkpoint import load
+
+    return load(data_dir / "checkpoints" / "chaos" / "network.pt")["state_dict"]
+
+
+def test_training_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    from tests.serving.helpers import tiny_world
+
+    world = tiny_world()
+
+    def fresh(name: str) -> Path:
+        for part in ("bronze", "features"):
+            shutil.copytree(world.root / part, tmp_path / name / part)
+        return tmp_path / name
+
+    clean = fresh("clean")
+    t0 = time.monotonic()
+    _, err = (proc := _train(clean)).communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    seconds, expected = time.monotonic() - t0, _weights(clean)
+    rng = np.random.default_rng(15)
+    for point in range(KILL_POINTS):
+        data = fresh(f"killed-{point}")
+        proc = _train(data)
+        latest = data / "checkpoints" / "chaos" / "latest.pt"
+        deadline = time.monotonic() + 300
+        while not latest.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "training never checkpointed"
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.0, 0.1)) * seconds)
+        assert proc.poll() is None, f"training ended before kill point {point}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        _, err = (again := _train(data, "--resume")).communicate(timeout=600)
+        assert again.returncode == 0, err[-2000:]
+        got = _weights(data)
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected), point
+        assert not _leftovers(data), f"training killed at point {point}: {_leftovers(data)}"

@@ -67,3 +67,10 @@ def test_secrets_never_reach_saved_settings_mlflow_params_or_blobs(tmp_path: Pat
     saved = ckpt.save_atomic({"settings": tree}, tmp_path / "network.pt").read_bytes()
     assert ADMIN.encode() not in saved and PRODUCER.encode() not in saved
     assert s.section_dict(secrets=True)["serving"]["admin_token"] == ADMIN  # for rebuilding settings only
+
+
+def test_a_save_cut_by_a_kill_leaves_no_temporary_file_after_the_next_save(tmp_path: Path) -> None:
+    stale = tmp_path / ".latest.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    ckpt.save_atomic({"step": 1}, tmp_path / "latest.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]
