@@ -171,6 +171,9 @@ class Service:
             raise HTTPException(422, f"context.scene: '{req.context.scene}' is not a known scene "
                                      f"({', '.join(scenes)}; validation.allowed['impression.scene'])")
         ts = req.context.ts if req.context.ts is not None else int(time.time() * 1000)
+        refused = self.outside_window(ts, "context.ts")  # the impressions are logged under this time
+        if refused is not None:
+            raise refused
         variant, model, fallback = self.choose(req.user_id)
         try:
             scores = self.score(model, req, ts)
@@ -252,19 +255,24 @@ class Service:
         self.log.close()
 
     # ------------------------------------------------------------------ events
-    def check_window(self, events: list[dict[str, Any]]) -> None:
-        """422 naming the first event whose ``ts`` lies outside the configured window of the server clock."""
+    def outside_window(self, ts: int, where: str) -> HTTPException | None:
+        """A 422 for a ``ts`` outside the configured window of the server clock (``None`` inside it)."""
         s = self.settings.serving
         now = time.time() * 1000.0
         low = now - s.event_max_age_s * 1000.0 if s.event_max_age_s > 0 else -np.inf
-        high = now + s.event_max_ahead_s * 1000.0
+        if low <= ts <= now + s.event_max_ahead_s * 1000.0:
+            return None
+        return HTTPException(422, f"{where}: {ts} is outside the accepted window of the server clock "
+                                  f"({s.event_max_age_s:g} s back, serving.event_max_age_s; {s.event_max_ahead_s:g} s "
+                                  "ahead, serving.event_max_ahead_s); nothing of this request was applied")
+
+    def check_window(self, events: list[dict[str, Any]]) -> None:
+        """422 naming the first event whose ``ts`` lies outside the window (the batch is refused whole)."""
         for i, e in enumerate(events):
-            if not low <= e["ts"] <= high:
+            refused = self.outside_window(e["ts"], f"events.{i}.ts")
+            if refused is not None:
                 self.metrics.rejected.labels("ts_window").inc(len(events))
-                raise HTTPException(422, f"events.{i}.ts: {e['ts']} is outside the accepted window of the server "
-                                         f"clock ({s.event_max_age_s:g} s back, serving.event_max_age_s; "
-                                         f"{s.event_max_ahead_s:g} s ahead, serving.event_max_ahead_s); "
-                                         "nothing of this request was applied")
+                raise refused
 
 
 def log_error(what: str) -> str:

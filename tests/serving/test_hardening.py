@@ -95,6 +95,18 @@ def test_ts_outside_the_window_of_the_server_clock_is_422(live, offset_ms: int, 
         assert not (s.data_dir / "raw" / date_of(ts)).exists()
 
 
+def test_a_rank_request_time_outside_the_window_is_422_and_logs_nothing(live) -> None:
+    run, s = live
+    far = 10**14 - 1  # year 5138
+    body = {"user_id": "u1", "request_id": "r-far", "candidates": ["c1"], "context": {"ts": far}}
+    r = httpx.post(f"{run.url}/rank", json=body, timeout=30)
+    assert r.status_code == 422 and "serving.event_max_ahead_s" in r.text and "context.ts" in r.text
+    httpx.post(f"{run.url}/admin/flush", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+    from eliverec.serving.eventlog import date_of
+
+    assert not (s.data_dir / "raw" / date_of(far)).exists()
+
+
 def test_an_unknown_scene_is_a_clear_422(live, world: TinyWorld) -> None:
     run, s = live
     body = {"user_id": "u1", "request_id": "r-scene", "candidates": ["c1"], "context": {"scene": "moon_base"}}
