@@ -208,7 +208,7 @@ def rollback_cmd(
     reason: Annotated[str, typer.Option("--reason", help="Why (goes to the audit log).")] = "manual rollback",
     profile: ProfileOpt = None, data_dir: DataDirOpt = None, overrides: SetOpt = None, params: ParamsOpt = None,
 ) -> None:
-    """Return `champion` to the version it replaced (audited)."""
+    """Return `champion` to the version before it in the champion history (audited; repeat to step back further)."""
     from eliverec import registry
 
     rec = registry.rollback(settings(profile, data_dir, overrides, params), reason)
