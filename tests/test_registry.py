@@ -210,3 +210,19 @@ def test_registering_a_run_again_after_a_crash_returns_its_version(tiny_settings
     assert registry.list_versions(tiny_settings)[0]["window"] == "d1..d2"
     other_uri, other_run = _log_model(tiny_settings)
     assert registry.register(tiny_settings, other_uri, {}, run_id=other_run) != first
+
+
+def test_the_nightly_gate_stage_fails_clearly_when_the_registry_is_unreachable(tiny_settings: Settings) -> None:
+    # the function behind the nightly's gate task, the CLI and DVC: an outage is an error, never "no champion"
+    from eliverec.pipeline import release
+
+    uri, run_id = _log_model(tiny_settings)
+    version = registry.register(tiny_settings, uri, {}, run_id=run_id)
+    db = Path(tiny_settings.tracking.uri[len("sqlite:///"):])
+    db.write_bytes(b"this is not a database " * 4096)
+    fast = tiny_settings.model_copy(update={"tracking": tiny_settings.tracking.model_copy(
+        update={"retries": 1, "retry_delay_s": 0.01})})
+    result = {"model_uri": uri, "run_id": run_id, "end_date": "2026-09-04", "model": "eta_dual"}
+    with pytest.raises(registry.RegistryUnavailable, match=r"unreachable.*2 attempts"):
+        release(fast, result, version)
+    assert not (Path(tiny_settings.data_dir) / "reports" / "gate").exists()  # no verdict was written
