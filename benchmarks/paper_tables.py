@@ -282,12 +282,12 @@ def tree_reference(settings: Any, test_day: str, folder: Path, samples: int, cei
     scikit-learn holds out its own random tenth for early stopping) and score the test day.
     """
     from eliverec.evaluation.metrics import auc, gauc, topk_metrics
-    from eliverec.evaluation.reference import tree_scores
+    from eliverec.evaluation.reference import INPUT_KEYS, tree_scores
     from eliverec.training.data import load_days, previous_days
 
     if TREES.lstrip("_") in ceil:
         return ceil
-    keys = ("channel", "channel_seq", "channel_len", "product_seq", "product_len", "dynamic_cats", "dynamic", "watch")
+    keys = (*INPUT_KEYS, "watch")
     dates = previous_days(test_day, settings.features.train_days)
     train = load_days(settings.data_dir, dates)
     test = load_days(settings.data_dir, [test_day])

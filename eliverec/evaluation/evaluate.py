@@ -103,8 +103,8 @@ def day_fingerprint(folder: Path) -> str:
     """Name, size and modification time of every array of a feature day: changes when the day is rebuilt."""
     import hashlib
 
-    files = sorted(Path(folder).glob("**/*.npy"))
-    text = "\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    stats = [(p.relative_to(folder), p.stat()) for p in sorted(Path(folder).glob("**/*.npy"))]
+    text = "\n".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -30,6 +30,12 @@ FEATURES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+#: Batch keys :func:`match_features` reads.
+INPUT_KEYS: tuple[str, ...] = (
+    "channel", "channel_seq", "channel_len", "product_seq", "product_len", "dynamic_cats", "dynamic",
+)  # fmt: skip
+
+
 def _matches(seq: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(B, L) bool: real (non-pad) sequence events equal to the row's target id."""
     return (seq == target[:, None]) & (seq > 0)
@@ -66,8 +72,7 @@ def features_in_chunks(day: Mapping[str, np.ndarray], rows: np.ndarray | None = 
                        chunk: int = 65_536) -> np.ndarray:
     """:func:`match_features` of ``rows`` (default all) in chunks, so memory-mapped days stay on disk."""
     idx = np.arange(len(day["channel"])) if rows is None else np.asarray(rows)
-    keys = ("channel", "channel_seq", "channel_len", "product_seq", "product_len", "dynamic_cats", "dynamic")
-    parts = [match_features({k: np.asarray(day[k][idx[i : i + chunk]]) for k in keys})
+    parts = [match_features({k: np.asarray(day[k][idx[i : i + chunk]]) for k in INPUT_KEYS})
              for i in range(0, len(idx), chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, len(FEATURES)), np.float32)
 

@@ -437,8 +437,7 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
                 stop = False
                 if cfg.eval_every > 0 and st.step % cfg.eval_every == 0:
                     stop = run.validate()
-                    tracker.log_metrics({k: v for k, v in st.history[-1].items() if k != "step"}, step=st.step)
-                    lines.validation(st.step, st.epoch, st.history[-1].get("val/auc"), _best(st))
+                    _record_validation(st, tracker, lines, st.epoch)
                 if cfg.checkpoint_every > 0 and st.step % cfg.checkpoint_every == 0:
                     run.save()
                 bar.advance(task)
@@ -450,8 +449,7 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
             else:
                 st.epoch, st.batch = st.epoch + 1, 0
                 run.validate()
-                tracker.log_metrics({k: v for k, v in st.history[-1].items() if k != "step"}, step=st.step)
-                lines.validation(st.step, st.epoch - 1, st.history[-1].get("val/auc"), _best(st))
+                _record_validation(st, tracker, lines, st.epoch - 1)
             if st.stop_reason in ("max_steps", "time_budget") and (not st.history or st.history[-1]["step"] < st.step):
                 reason = st.stop_reason
                 run.validate()  # the weights at the budget's end compete with the best ones seen
@@ -462,9 +460,11 @@ def _run_epochs(run: _Run, tracker: Any, after_step: Callable[[int], None] | Non
         st.stop_reason = st.stop_reason or "epochs"
 
 
-def _best(st: Any) -> float | None:
-    """The best validation AUC so far (None before the first validation)."""
-    return float(st.best) if st.best_step >= 0 else None
+def _record_validation(st: LoopState, tracker: Any, lines: ProgressLines, epoch: int) -> None:
+    """Log the latest validation to the tracker and, off a terminal, as a progress line."""
+    tracker.log_metrics({k: v for k, v in st.history[-1].items() if k != "step"}, step=st.step)
+    best = float(st.best) if st.best_step >= 0 else None
+    lines.validation(st.step, epoch, st.history[-1].get("val/auc"), best)
 
 
 def _final_metrics(run: _Run) -> dict[str, float]:
