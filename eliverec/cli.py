@@ -141,6 +141,7 @@ def validate_cmd(
 ) -> None:
     """Run the Great Expectations suites; write validation/DATE/<suite>.json + .md; exit 3 on failure."""
     from eliverec.data.suites import validate_day
+    from eliverec.data.validation import data_docs_index
     from eliverec.pipeline import bronze_dates
 
     s = settings(profile, data_dir, overrides, params)
@@ -148,6 +149,7 @@ def validate_cmd(
         r = validate_day(s, day, tuple(suite or ("bronze",)))
         for name, info in r["suites"].items():
             typer.echo(f"{day} {name}: passed ({info['markdown']})")
+    typer.echo(f"Data Docs: {data_docs_index(s.data_dir)} (serve them: eliverec ui docs)")
 
 
 @app.command("import")
@@ -375,6 +377,10 @@ def features_cmd(
         typer.echo(f"{day} ({d['split']}): {d['rows']} samples; {rates}; mean lengths product "
                    f"{d['mean_product_len']:.1f}, channel {d['mean_channel_len']:.1f}")
     typer.echo(f"{r['rows']} samples in {r['seconds']:.1f} s ({r['impressions_per_s']:.0f}/s), spec {r['spec_hash']}")
+    if validate:
+        from eliverec.data.validation import data_docs_index
+
+        typer.echo(f"Data Docs: {data_docs_index(s.data_dir)} (serve them: eliverec ui docs)")
 
 
 # ----------------------------------------------------------------------------- monitoring
@@ -581,6 +587,22 @@ def bootstrap_cmd(
     typer.echo(r["message"])
     if out is not None:
         write_result(out, r)
+
+
+@ui_app.command("docs")
+@friendly_errors
+def ui_docs_cmd(
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8001,
+    profile: ProfileOpt = None, data_dir: DataDirOpt = None, overrides: SetOpt = None, params: ParamsOpt = None,
+) -> None:
+    """Serve the Great Expectations Data Docs of the data root (every validation result) until Ctrl-C."""
+    import os
+
+    from eliverec import ui
+
+    cmd = ui.data_docs_command(settings(profile, data_dir, overrides, params), port=port)
+    typer.echo(f"Data Docs on http://127.0.0.1:{port}/index.html (Ctrl-C to stop)")
+    raise typer.Exit(ui.run_foreground(cmd, dict(os.environ)))
 
 
 @ui_app.command("mlflow")

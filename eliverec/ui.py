@@ -1,4 +1,5 @@
-"""The platform's web UIs as real servers on 127.0.0.1: MLflow (runs + registry) and Prefect (flows).
+"""The platform's web UIs as real servers on 127.0.0.1: MLflow (runs + registry), Prefect (flows) and
+the Great Expectations Data Docs (validation results).
 
 The Evidently UI lives in :mod:`eliverec.monitoring.workspace`. Each function returns the exact
 command line, so the CLI, the tests and the deploy files start the same thing.
@@ -47,6 +48,16 @@ def prefect_command(host: str = "127.0.0.1", port: int = 4200) -> list[str]:
 def prefect_env() -> dict[str, str]:
     """Environment for the Prefect server: analytics off."""
     return {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def data_docs_command(settings: Settings, host: str = "127.0.0.1", port: int = 8001) -> list[str]:
+    """A static file server on the data root's Data Docs site (``python -m http.server``)."""
+    from eliverec.data.validation import data_docs_index
+
+    index = data_docs_index(settings.data_dir)
+    if not index.is_file():
+        raise EliverecError(f"{index}: no Data Docs yet; run `eliverec validate --all` (or `make demo`) first")
+    return [sys.executable, "-m", "http.server", str(port), "--bind", host, "--directory", str(index.parent)]
 
 
 def run_foreground(cmd: list[str], env: dict[str, str]) -> int:

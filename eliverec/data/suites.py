@@ -17,6 +17,7 @@ any of them by name.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from datetime import date as Date
@@ -27,7 +28,7 @@ from typing import Any
 from eliverec.config import Settings
 from eliverec.data.ingest import DAY_MS, bronze_dir, day_start_ms
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, ID_FIELDS, REQUIRED
-from eliverec.data.validation import SuiteResult, run_suite, write_report
+from eliverec.data.validation import SuiteResult, data_docs_index, run_suite, write_report
 from eliverec.errors import DataError, ValidationFailed
 
 _CHANNEL_FK = ("impression", "enter", "leave", "goods_bag_click", "channel_product_click", "channel_stats")
@@ -52,14 +53,26 @@ def trailing_row_counts(settings: Settings, date: str) -> dict[str, float]:
     return {name: sum(v) / len(v) for name, v in seen.items()}
 
 
-def _event_expectations(settings: Settings, date: str, event: str, columns: Sequence[str], refs: dict) -> list[Any]:
+def _param(name: str) -> dict[str, str]:
+    """A placeholder filled per run (see :func:`day_parameters`), so a suite is saved once, not per day."""
+    return {"$PARAMETER": name}
+
+
+def day_parameters(settings: Settings, date: str, trailing: dict[str, float], table: str) -> dict[str, Any]:
+    """The day's values of the bronze suites' placeholders: the ``ts`` window and the row-count band."""
+    start, tol = day_start_ms(date), settings.ingest.ts_tolerance_ms
+    mean, band = trailing.get(table), settings.validation.row_count_band
+    rows = (int(mean * (1 - band)), int(mean * (1 + band)) + 1) if mean else (0, None)  # no trailing days: no band
+    return {"ts_min": start - tol, "ts_max": start + DAY_MS - 1 + tol, "rows_min": rows[0], "rows_max": rows[1]}
+
+
+def _event_expectations(settings: Settings, event: str, columns: Sequence[str]) -> list[Any]:
     import great_expectations.expectations as gxe
 
-    start, tol = day_start_ms(date), settings.ingest.ts_tolerance_ms
     out: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in REQUIRED[event]]
     out += [
         gxe.ExpectColumnValuesToBeUnique(column="event_id"),
-        gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=start - tol, max_value=start + DAY_MS - 1 + tol),
+        gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=_param("ts_min"), max_value=_param("ts_max")),
     ]
     for c in columns:
         if c in ID_FIELDS:
@@ -88,7 +101,7 @@ def _with_fk_columns(df: Any, event: str, refs: dict[str, Any]) -> Any:
     return df
 
 
-def _common(settings: Settings, table: str, columns: Sequence[str], trailing: dict[str, float]) -> list[Any]:
+def _common(settings: Settings, table: str, columns: Sequence[str]) -> list[Any]:
     import great_expectations.expectations as gxe
 
     out: list[Any] = []
@@ -96,12 +109,8 @@ def _common(settings: Settings, table: str, columns: Sequence[str], trailing: di
         t, _, c = key.partition(".")
         if t == table and c in columns:
             out.append(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=list(values)))
-    mean = trailing.get(table)
-    if mean:  # a band around the trailing days' mean
-        band = settings.validation.row_count_band
-        out.append(
-            gxe.ExpectTableRowCountToBeBetween(min_value=int(mean * (1 - band)), max_value=int(mean * (1 + band)) + 1)
-        )
+    # a band around the trailing days' mean rows (open when there are no trailing days)
+    out.append(gxe.ExpectTableRowCountToBeBetween(min_value=_param("rows_min"), max_value=_param("rows_max")))
     return out
 
 
@@ -119,18 +128,19 @@ def bronze_suite(settings: Settings, date: str) -> list[SuiteResult]:
         "products": frames["products"]["product_id"].dropna().unique(),
     }
     trailing = trailing_row_counts(settings, date)
-    n_ex = settings.validation.max_examples
+    run = functools.partial(run_suite, "bronze", max_examples=settings.validation.max_examples,
+                            data_dir=settings.data_dir, run_name=date)
     results = []
     for event in EVENT_TYPES:
         df = _with_fk_columns(frames[event], event, refs)
-        exp = _event_expectations(settings, date, event, list(frames[event].columns), refs)
-        exp += _common(settings, event, list(df.columns), trailing)
-        results.append(run_suite("bronze", df, exp, table=event, max_examples=n_ex))
+        exp = _event_expectations(settings, event, list(frames[event].columns))
+        exp += _common(settings, event, list(df.columns))
+        results.append(run(df, exp, table=event, parameters=day_parameters(settings, date, trailing, event)))
     for dim, schema in DIMENSIONS.items():
         df, key = frames[dim], schema.names[0]
         exp = [gxe.ExpectColumnValuesToNotBeNull(column=key), gxe.ExpectColumnValuesToBeUnique(column=key)]
-        exp += _common(settings, dim, list(df.columns), trailing)
-        results.append(run_suite("bronze", df, exp, table=dim, max_examples=n_ex))
+        exp += _common(settings, dim, list(df.columns))
+        results.append(run(df, exp, table=dim, parameters=day_parameters(settings, date, trailing, dim)))
     n_imp, n_enter = len(frames["impression"]), len(frames["enter"])
     if n_imp:
         day = pd.DataFrame({"impressions": [n_imp], "enters": [n_enter], "watch_rate": [n_enter / n_imp]})
@@ -140,7 +150,7 @@ def bronze_suite(settings: Settings, date: str) -> list[SuiteResult]:
                 column="watch_rate", min_value=v.watch_rate_min, max_value=v.watch_rate_max
             )
         ]
-        results.append(run_suite("bronze", day, exp, table="day", max_examples=n_ex))
+        results.append(run(day, exp, table="day"))
     return results
 
 
@@ -158,7 +168,8 @@ SUITES: dict[str, Callable[[Settings, str], list[SuiteResult]]] = {"bronze": bro
 def validate_day(settings: Settings, date: str, suites: Sequence[str] = ("bronze",)) -> dict[str, Any]:
     """Run the named suites on ``date``; write ``validation/<date>/<suite>.json`` and ``.md``.
 
-    Returns ``{"date", "success", "suites": {name: {"success", "failed", "json", "markdown"}}}``.
+    Returns ``{"date", "success", "data_docs", "suites": {name: {"success", "failed", "json", "markdown"}}}``
+    (``data_docs``: the Data Docs home page, rebuilt by every Checkpoint run).
     Raises :class:`~eliverec.errors.ValidationFailed` naming each failed expectation (with examples
     of failing values) when any suite fails, after writing every report.
     """
@@ -167,7 +178,8 @@ def validate_day(settings: Settings, date: str, suites: Sequence[str] = ("bronze
     if unknown:
         raise DataError(f"unknown validation suite(s) {', '.join(unknown)} (known: {', '.join(sorted(SUITES))})")
     folder = validation_dir(settings, date)
-    summary: dict[str, Any] = {"date": date, "success": True, "suites": {}}
+    docs = data_docs_index(settings.data_dir)
+    summary: dict[str, Any] = {"date": date, "success": True, "data_docs": str(docs), "suites": {}}
     problems: list[str] = []
     for name in suites:
         results = SUITES[name](settings, date)
@@ -178,5 +190,6 @@ def validate_day(settings: Settings, date: str, suites: Sequence[str] = ("bronze
     if problems:
         summary["success"] = False
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise ValidationFailed(f"validation of {date} failed ({len(problems)} expectations):\n  {shown}\nsee {folder}")
+        raise ValidationFailed(f"validation of {date} failed ({len(problems)} expectations):\n  {shown}\n"
+                               f"see {folder} or the Data Docs {docs}")
     return summary

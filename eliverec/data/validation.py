@@ -1,6 +1,7 @@
-"""A small Great Expectations runner (ephemeral context, STACK.md) and its reports.
+"""A small Great Expectations runner (a file context per data root, Checkpoints, Data Docs) and its reports.
 
-:func:`run_suite` validates one pandas DataFrame against a list of GX expectations and returns a
+:func:`run_suite` validates one pandas DataFrame against a list of GX expectations through a stored
+Checkpoint (suite saved once per configuration, Data Docs rebuilt on every run) and returns a
 plain :class:`SuiteResult`; :func:`write_report` writes ``<folder>/<suite>.json`` (every result)
 and ``<folder>/<suite>.md`` (a summary naming each failed expectation with examples of failing
 values). Suites (lists of expectations per table) live in :mod:`eliverec.data.suites`.
@@ -9,9 +10,9 @@ values). Suites (lists of expectations per table) live in :mod:`eliverec.data.su
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,51 +67,126 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-@functools.lru_cache(maxsize=1)
-def _context() -> Any:
+def gx_project_dir(data_dir: Path) -> Path:
+    """``<data_dir>/gx``: the Great Expectations project (suites, checkpoints, results, Data Docs)."""
+    return Path(data_dir) / "gx"
+
+
+def data_docs_index(data_dir: Path) -> Path:
+    """The Data Docs home page of the data root (written by every validation)."""
+    return gx_project_dir(data_dir) / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+@functools.lru_cache(maxsize=8)
+def _context(data_dir: str | None) -> Any:
+    """A file-backed context under ``data_dir`` (``<data_dir>/gx``), or an ephemeral one for ``None``."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
-    ctx = gx.get_context(mode="ephemeral")
+    if data_dir is None:
+        ctx = gx.get_context(mode="ephemeral")
+    else:
+        ctx = gx.get_context(mode="file", project_root_dir=str(gx_project_dir(Path(data_dir)).parent))
     ctx.variables.progress_bars = {"globally": False, "profilers": False, "metric_calculations": False}
     return ctx
 
 
+_FINGERPRINT = "eliverec_fingerprint"
+
+
+def _fingerprint(expectations: Sequence[Any]) -> str:
+    text = json.dumps([e.configuration.to_json_dict() for e in expectations], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _stored_fingerprint(ctx: Any, name: str) -> str | None:
+    try:
+        ctx.checkpoints.get(name)
+        return ctx.suites.get(name).meta.get(_FINGERPRINT)
+    except Exception:  # noqa: BLE001  # GX raises several types for "not stored yet"
+        return None
+
+
+def _asset(ctx: Any, name: str) -> Any:
+    """The batch definition ``whole`` of dataframe asset ``name`` in the ``frames`` data source."""
+    try:
+        source = ctx.data_sources.get("frames")
+    except KeyError:
+        source = ctx.data_sources.add_pandas("frames")
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name)
+    try:
+        return asset.get_batch_definition("whole")
+    except KeyError:
+        return asset.add_batch_definition_whole_dataframe("whole")
+
+
+def checkpoint(ctx: Any, name: str, expectations: Sequence[Any], *, data_docs: bool) -> Any:
+    """The stored Checkpoint ``name`` over suite ``name``; suite and checkpoint are saved only when new or changed.
+
+    Date-dependent bounds are ``{"$PARAMETER": ...}`` values in the expectations, so a suite is
+    saved once per configuration, not once per day.
+    """
+    import great_expectations as gx
+
+    fp = _fingerprint(expectations)
+    if _stored_fingerprint(ctx, name) == fp:
+        return ctx.checkpoints.get(name)
+    suite = ctx.suites.add_or_update(
+        gx.ExpectationSuite(name=name, expectations=[e.copy() for e in expectations], meta={_FINGERPRINT: fp})
+    )
+    vd = gx.ValidationDefinition(name=name, data=_asset(ctx, name), suite=suite)
+    vd = ctx.validation_definitions.add_or_update(vd)
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if data_docs else []
+    return ctx.checkpoints.add_or_update(
+        gx.Checkpoint(name=name, validation_definitions=[vd], actions=actions, result_format="SUMMARY")
+    )
+
+
 def run_suite(
-    suite: str, df: Any, expectations: Sequence[Any], *, table: str = "table", max_examples: int = 5
+    suite: str,
+    df: Any,
+    expectations: Sequence[Any],
+    *,
+    table: str = "table",
+    max_examples: int = 5,
+    data_dir: Path | None = None,
+    parameters: dict[str, Any] | None = None,
+    run_name: str | None = None,
 ) -> SuiteResult:
-    """Validate ``df`` against ``expectations`` in an ephemeral Great Expectations context.
+    """Validate ``df`` against ``expectations`` through the Checkpoint ``<suite>.<table>``.
 
     Args:
         suite: the suite's name (reports are written as ``<suite>.json`` / ``<suite>.md``).
         df: a pandas DataFrame (the whole frame is one batch).
         expectations: ``great_expectations.expectations`` objects, e.g.
-            ``gxe.ExpectColumnValuesToNotBeNull(column="user_id")``.
+            ``gxe.ExpectColumnValuesToNotBeNull(column="user_id")``; values may be
+            ``{"$PARAMETER": name}`` filled from ``parameters``.
         table: the name of the validated table, shown in reports.
         max_examples: failing values kept per expectation.
+        data_dir: the data root: the file context ``<data_dir>/gx`` keeps the suite, its Checkpoint and
+            the result, and rebuilds the Data Docs (:func:`data_docs_index`). ``None``: an ephemeral context.
+        parameters: values of the expectations' ``$PARAMETER`` placeholders for this run.
+        run_name: the run's name in the stored results and the Data Docs (the validated day).
 
     Returns:
         A :class:`SuiteResult`; nothing is raised on failed expectations (the caller decides).
 
     >>> import pandas as pd, great_expectations.expectations as gxe
-    >>> check = gxe.ExpectColumnValuesToBeBetween(column="x", min_value=0)
-    >>> r = run_suite("demo", pd.DataFrame({"x": [1, -2, 3]}), [check])
+    >>> check = gxe.ExpectColumnValuesToBeBetween(column="x", min_value={"$PARAMETER": "low"})
+    >>> r = run_suite("demo", pd.DataFrame({"x": [1, -2, 3]}), [check], parameters={"low": 0})
     >>> r.success, r.failed[0].examples
     (False, [-2])
     """
-    import great_expectations as gx
+    ctx = _context(None if data_dir is None else str(Path(data_dir).resolve()))
+    cp = checkpoint(ctx, f"{suite}.{table}", expectations, data_docs=data_dir is not None)
+    from great_expectations.core.run_identifier import RunIdentifier
 
-    ctx = _context()
-    name = f"{suite}-{table}-{uuid.uuid4().hex[:8]}"
-    batch_def = ctx.data_sources.add_pandas(name).add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
-    gx_suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=[e.copy() for e in expectations]))
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=gx_suite))
-    try:
-        res = vd.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
-    finally:
-        ctx.validation_definitions.delete(name)
-        ctx.suites.delete(name)
-        ctx.data_sources.delete(name)
+    run = cp.run(batch_parameters={"dataframe": df}, expectation_parameters=dict(parameters or {}),
+                 run_id=RunIdentifier(run_name=run_name))
+    res = next(iter(run.run_results.values()))
     checks = []
     for r in res.results:
         kw = {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}

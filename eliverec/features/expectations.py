@@ -7,7 +7,7 @@ binary labels in {0, 1} with their rates inside ``features.label_rate_bands``; s
 non-negative; impression times inside the day (give or take the ingest tolerance).
 
 ``validate_samples(settings, date)`` runs it with :func:`eliverec.data.validation.run_suite`
-(ephemeral context, STACK.md), writes ``features/<date>/samples.json`` and ``samples.md`` and
+(the data root's file context: a Checkpoint, Data Docs), writes ``features/<date>/samples.json`` and ``samples.md`` and
 raises :class:`~eliverec.errors.ValidationFailed` naming each failed expectation.
 ``samples_suite`` has the form of an ``eliverec.data.suites.SUITES`` entry, so
 ``eliverec validate --suite samples`` can run it once registered there.
@@ -45,8 +45,6 @@ def samples_expectations(settings: Any, date: str) -> list[Any]:
 
     f = settings.features
     vocab, L = f.vocab, f.seq_len
-    start = day_start_ms(parse_date(date))
-    tol = int(settings.ingest.ts_tolerance_ms)
     out: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in NOT_NULL]
     out += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=1, max_value=vocab[s] - 1)
             for c, s in HASHED_COLUMNS.items()]
@@ -65,9 +63,16 @@ def samples_expectations(settings: Any, date: str) -> list[Any]:
             out.append(gxe.ExpectColumnMeanToBeBetween(column=label, min_value=lo, max_value=hi))
     out += [gxe.ExpectColumnValuesToBeBetween(column="stay_time", min_value=0),
             gxe.ExpectColumnValuesToBeBetween(column="hour", min_value=0, max_value=23),
-            gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=start - tol, max_value=start + DAY_MS + tol),
+            gxe.ExpectColumnValuesToBeBetween(column="ts", min_value={"$PARAMETER": "ts_min"},
+                                              max_value={"$PARAMETER": "ts_max"}),
             gxe.ExpectTableRowCountToBeBetween(min_value=1)]
     return out
+
+
+def samples_parameters(settings: Any, date: str) -> dict[str, int]:
+    """The day's values of the suite's placeholders (the ``ts`` window), so the suite is saved once, not per day."""
+    start, tol = day_start_ms(parse_date(date)), int(settings.ingest.ts_tolerance_ms)
+    return {"ts_min": start - tol, "ts_max": start + DAY_MS + tol}
 
 
 def samples_suite(settings: Any, date: str) -> list[Any]:
@@ -80,16 +85,18 @@ def samples_suite(settings: Any, date: str) -> list[Any]:
     if not path.is_file():
         raise DataError(f"{path}: missing; run `eliverec features --end-date {date}` first")
     df = pd.read_parquet(path)
-    return [run_suite("samples", df, samples_expectations(settings, date), table="samples")]
+    return [run_suite("samples", df, samples_expectations(settings, date), table="samples",
+                      data_dir=Path(settings.data_dir), parameters=samples_parameters(settings, date),
+                      run_name=date)]
 
 
 def validate_samples(settings: Any, date: str) -> dict[str, Any]:
     """Run the suite on one day's samples, write ``features/<date>/samples.json`` + ``.md``; raise on failure.
 
-    Returns ``{"date", "rows", "success", "n_expectations", "json", "markdown"}``; raises
+    Returns ``{"date", "rows", "success", "n_expectations", "json", "markdown", "data_docs"}``; raises
     :class:`~eliverec.errors.ValidationFailed` naming each failed expectation (after writing the reports).
     """
-    from eliverec.data.validation import write_report
+    from eliverec.data.validation import data_docs_index, write_report
 
     results = samples_suite(settings, date)
     folder = features_dir(Path(settings.data_dir), date)
@@ -97,9 +104,9 @@ def validate_samples(settings: Any, date: str) -> dict[str, Any]:
     failed = [c.describe() for r in results for c in r.failed]
     if failed:
         raise ValidationFailed(f"samples of {date} failed {len(failed)} expectations:\n  " + "\n  ".join(failed)
-                               + f"\nsee {m}")
+                               + f"\nsee {m} or the Data Docs {data_docs_index(Path(settings.data_dir))}")
     return {"date": date, "rows": results[0].rows, "success": True, "n_expectations": len(results[0].checks),
-            "json": str(j), "markdown": str(m)}
+            "json": str(j), "markdown": str(m), "data_docs": str(data_docs_index(Path(settings.data_dir)))}
 
 
 def validate_window(settings: Any, dates: list[str]) -> dict[str, Any]:

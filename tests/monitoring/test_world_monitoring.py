@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from eliverec.errors import ValidationFailed
+from tests.browser import CHROMIUM, NO_CHROMIUM, chromium, free_port, stop, wait_http
 from tests.monitoring.worlds import QUIET, REFERENCE_DAYS, SHIFT, SHIFTED, tiny_world
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -100,34 +98,7 @@ def test_rerunning_a_day_replaces_its_snapshot(world):
     assert str(results[QUIET[0]]["snapshots"]["drift"]) not in {str(r) for r in after}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not up after {timeout} s")
-
-
-def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=15000",
-                           *extra, url], capture_output=True, text=True, timeout=90)
-
-
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed (apt-get install -y chromium)")
+@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=NO_CHROMIUM)
 def test_evidently_ui_renders_dashboards_in_chromium(world, tmp_path: Path):
     import httpx
     import yaml
@@ -135,31 +106,27 @@ def test_evidently_ui_renders_dashboards_in_chromium(world, tmp_path: Path):
     from eliverec.monitoring.workspace import resolve, ui_command, ui_env
 
     s, _ = world
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "ui.log").open("w")
     proc = subprocess.Popen(ui_command(s, port=port), env=ui_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base}/api/projects", 60)
+        wait_http(f"{base}/api/projects", 60)
         projects = {p["name"]: p["id"] for p in httpx.get(f"{base}/api/projects", timeout=10).json()}
         spec = yaml.safe_load(resolve(s, s.monitor.dashboards).read_text())["projects"]
         for key, definition in spec.items():
             url = f"{base}/projects/{projects[definition['name']]}"
-            dom = _chromium(url, tmp_path / f"chrome-{key}", "--dump-dom").stdout
+            dom = chromium(url, tmp_path / f"chrome-{key}", "--dump-dom").stdout
             titles = [p["title"] for p in definition["panels"] if not p.get("per_variant") and p.get("tab") in (
                 None, definition["panels"][0].get("tab"))]
             missing = [t for t in titles if t not in dom]
             assert not missing, f"{key}: panels not rendered: {missing}"
             assert dom.count("Timestamps") >= 1, f"{key}: no time-series chart rendered"
         shot = tmp_path / "monitoring-dashboard.png"
-        _chromium(f"{base}/projects/{projects[spec['drift']['name']]}", tmp_path / "chrome-shot",
-                  f"--screenshot={shot}")
+        chromium(f"{base}/projects/{projects[spec['drift']['name']]}", tmp_path / "chrome-shot",
+                 f"--screenshot={shot}")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
         print(f"dashboard screenshot: {shot}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
