@@ -215,6 +215,8 @@ def cell_fingerprint(settings: Any, model: str, mtl: str) -> str:
     tree = cell_settings(settings, model, mtl).section_dict()
     train = {k: v for k, v in tree["train"].items() if k not in NOT_LEARNING}
     own = {k: v for k, v in tree["model"].items() if k not in ETA_ONLY or model.startswith("eta")}
+    if not own.get("match_features", False):  # off: the fingerprint of the cells recorded before the option
+        own.pop("match_features", None)
     return fingerprint({"data": data_fingerprint(settings), "model": own, "train": train})
 
 

@@ -21,24 +21,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 
-#: Names of the columns :func:`match_features` returns, in order.
-FEATURES: tuple[str, ...] = (
-    "live_category_n", "live_category_share", "live_anchor_n", "live_channel_n", "live_last_category",
-    "product_category_n", "product_category_share", "product_on_sale_share", "product_last_category",
-    "live_len", "product_len", "viewers", "revenue", "on_sale", "stats_age",
-)  # fmt: skip
+from eliverec.models.layers.match import MATCH_FEATURES, match_counts
+
+#: Names of the columns :func:`match_features` returns, in order: the models' match counts
+#: (``eliverec/models/layers/match.py``, one implementation) and the dense dynamic context.
+FEATURES: tuple[str, ...] = (*MATCH_FEATURES, "viewers", "revenue", "on_sale", "stats_age")
 
 
 #: Batch keys :func:`match_features` reads.
 INPUT_KEYS: tuple[str, ...] = (
     "channel", "channel_seq", "channel_len", "product_seq", "product_len", "dynamic_cats", "dynamic",
 )  # fmt: skip
-
-
-def _matches(seq: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(B, L) bool: real (non-pad) sequence events equal to the row's target id."""
-    return (seq == target[:, None]) & (seq > 0)
 
 
 def match_features(day: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -50,22 +45,12 @@ def match_features(day: Mapping[str, np.ndarray]) -> np.ndarray:
     ...        "dynamic": np.array([[1.0, 2.0, 3.0, 4.0]])}
     >>> dict(zip(FEATURES, match_features(day)[0].tolist()))["live_category_n"]
     2.0
-    >>> [float(v) for v in match_features(day)[0, [2, 3, 5, 7]]]   # anchor, channel, product category, on sale
-    [1.0, 1.0, 1.0, 0.5]
+    >>> match_features(day)[0, -4:].tolist()
+    [1.0, 2.0, 3.0, 4.0]
     """
-    ch, cs, ps = (np.asarray(day[k], np.int64) for k in ("channel", "channel_seq", "product_seq"))
-    c_len = np.maximum(np.asarray(day["channel_len"], np.float64), 1.0)
-    p_len = np.maximum(np.asarray(day["product_len"], np.float64), 1.0)
-    cat = _matches(cs[:, :, 2], ch[:, 2])
-    p_cat = _matches(ps[:, :, 1], ch[:, 2])
-    on_sale = np.asarray(day["dynamic_cats"], np.int64)
-    p_sale = ((ps[:, :, 1, None] == on_sale[:, None, :]) & (on_sale[:, None, :] > 0)).any(-1) & (ps[:, :, 1] > 0)
-    cols = [cat.sum(1), cat.sum(1) / c_len, _matches(cs[:, :, 1], ch[:, 1]).sum(1),
-            _matches(cs[:, :, 0], ch[:, 0]).sum(1), cat[:, -1],
-            p_cat.sum(1), p_cat.sum(1) / p_len, p_sale.sum(1) / p_len, p_cat[:, -1],
-            day["channel_len"], day["product_len"]]
-    dyn = np.asarray(day["dynamic"], np.float32)
-    return np.column_stack([np.asarray(c, np.float32) for c in cols] + [dyn]).astype(np.float32)
+    batch = {k: torch.from_numpy(np.asarray(day[k], np.int64)) for k in INPUT_KEYS if k != "dynamic"}
+    counts = match_counts(batch).numpy()
+    return np.concatenate([counts, np.asarray(day["dynamic"], np.float32)], axis=1).astype(np.float32)
 
 
 def features_in_chunks(day: Mapping[str, np.ndarray], rows: np.ndarray | None = None,

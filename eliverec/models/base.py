@@ -8,7 +8,8 @@ weighting of eq. 14 takes gradient similarities on it) and ``reg/<name>`` scalar
 
 A model is a short composition: ``user_state`` (candidate-independent: sequence embeddings and
 encoders), ``encode`` (target-dependent feature set), then the shared heads defined here: the
-watch tower over ``[features, dynamic context, position]`` and, in multi-task modes, MMoE heads for
+watch tower over ``[features, dynamic context, position]`` (the dynamic context takes the user-candidate
+match counts of ``layers/match.py`` too when ``model.match_features`` is on) and, in multi-task modes, MMoE heads for
 the three in-channel behaviours over ``inter(features)`` (eLiveRec puts its gate unit there).
 """
 
@@ -34,6 +35,7 @@ from eliverec.features.batch import (
     PROFILE_FIELDS,
 )
 from eliverec.models.layers import MLP, EmbeddingBank, MMoE, masked_mean
+from eliverec.models.layers.match import MATCH_FEATURES, match_inputs
 
 INPUT_KEYS: tuple[str, ...] = (
     "user", "profile", "context", "position", "channel", "dynamic", "dynamic_cats",
@@ -148,7 +150,7 @@ class RankingModel(nn.Module, abc.ABC):
         self.positions = int(vocab["position"])
         tables = [k for k in VOCAB_KEYS if k != "position" or cfg.position_bias == "input"]
         self.bank = EmbeddingBank({k: int(vocab[k]) for k in tables}, d, cfg.emb_std)
-        self.dense = nn.Linear(DYNAMIC_DENSE, d)
+        self.dense = nn.Linear(DYNAMIC_DENSE + (len(MATCH_FEATURES) if cfg.match_features else 0), d)
         self.domains = ("live", "product") if self.dual else ("live",)
 
     # ------------------------------------------------------------------ subclass interface
@@ -195,7 +197,10 @@ class RankingModel(nn.Module, abc.ABC):
             dim=-1,
         )  # e_c, (B, 8d)
         cats = b.field(batch["dynamic_cats"], "category")  # (B, K, d)
-        dyn = torch.cat([self.dense(batch["dynamic"].float()), masked_mean(cats, batch["dynamic_cats"] > 0)], -1)
+        dense = batch["dynamic"].float()
+        if self.cfg.match_features:  # explicit match counts beside the dynamic context (not in the paper)
+            dense = torch.cat([dense, match_inputs(batch)], dim=-1)
+        dyn = torch.cat([self.dense(dense), masked_mean(cats, batch["dynamic_cats"] > 0)], -1)
         pos = b.field(batch["position"], "position") if self.cfg.position_bias == "input" else dyn[:, :0]
         return Context(static, b.item(batch["channel"], CHANNEL_FIELDS), pos, dyn, batch["user"])
 
