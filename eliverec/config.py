@@ -171,6 +171,7 @@ class ModelConfig(Section):
     eta_retrieve_above: int = Field(default=64, ge=1)  # ETA: SimHash retrieval only for longer sequences
     serve_position: int = Field(ge=0)  # feed position used at serving (trained with the real one)
     position_bias: Literal["input", "additive", "pal"] = "input"  # how the position enters (models/base.py)
+    match_features: bool = False  # explicit user-candidate match counts in the dynamic context (models/layers/match.py)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -178,7 +179,6 @@ class ModelConfig(Section):
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if len(self.mtl_weights) != 3 or min(self.mtl_weights) < 0 or sum(self.mtl_weights) <= 0:
             raise ValueError("mtl_weights needs 3 non-negative weights (stay_time, goods_bag, product_click), sum > 0")
-    match_features: bool = False  # explicit user-candidate match counts in the dynamic context (models/layers/match.py)
         if not self.mlp or min(self.mlp) < 1:
             raise ValueError("mlp needs at least one layer width >= 1")
         return self
