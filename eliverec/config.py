@@ -7,6 +7,11 @@ profiles (``tiny`` for tests, ``paper`` for the paper's hyper-parameters).
 (for containers); overrides ``a.b=c`` (CLI ``--set``) are applied last. Unknown keys and bad
 values are errors that name the key.
 
+A data root is a whole world (:mod:`eliverec.layout`): with ``tracking.uri`` and
+``monitor.workspace`` unset (null), the MLflow store and the Evidently workspace live under it.
+``--data-dir`` and ``$ELIVEREC_DATA_DIR`` resolve against the current directory, like any path
+on a command line; relative paths written in ``params.yaml`` resolve against its folder.
+
 The ``tuned`` table holds per-model values chosen by ``eliverec tune``; loading validates it but
 applies nothing: :func:`apply_tuned` (called by the trainer for the model it trains) does, leaving
 alone every key that was given with ``--set`` (``Settings.explicit``), so the command line wins.
@@ -27,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eliverec.errors import EliverecError
+from eliverec.layout import DataLayout
 
 PROFILES = ("tiny", "default", "paper")
 
@@ -215,7 +221,7 @@ class TrainConfig(Section):
 class TrackingConfig(Section):
     """MLflow tracking and registry."""
 
-    uri: str
+    uri: str  # null in params.yaml: the data root's own store (eliverec.layout.DataLayout.mlflow_uri)
     experiment: str
     registered_model: str
     log_model: bool = True  # log the trained model as an MLflow pyfunc
@@ -236,7 +242,8 @@ class EvaluationConfig(Section):
 class MonitorConfig(Section):
     """Daily monitoring with Evidently (``eliverec monitor``; ``eliverec.monitoring``).
 
-    Relative ``workspace`` / ``dashboards`` paths resolve against the folder of ``params.yaml``.
+    Relative ``workspace`` / ``dashboards`` paths resolve against the folder of ``params.yaml``;
+    ``workspace`` null (the default) is the data root's ``monitoring/workspace``.
     """
 
     reference_days: int = Field(default=0, ge=0)  # days before D forming the drift reference (0: features.train_days)
@@ -256,7 +263,7 @@ class MonitorConfig(Section):
     low_activity_share: float = Field(default=0.5, gt=0.0, lt=1.0)  # bottom share of D's users that is "low"
     min_coverage: float | None = Field(default=None, ge=0.0, le=1.0)  # gate: channels exposed on D / catalogue
     max_gini: float | None = Field(default=None, ge=0.0, le=1.0)  # gate: Gini of impressions over channels
-    workspace: str = "monitoring/workspace"
+    workspace: str | None = None
     dashboards: str = "monitoring/dashboards.yaml"
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(default=8000, ge=1, le=65535)
@@ -448,6 +455,11 @@ class Settings(Section):
             return {k: {} if v is None else v for k, v in value.items()}
         return value
 
+    @property
+    def layout(self) -> DataLayout:
+        """Paths under this run's data root."""
+        return DataLayout(self.data_dir)
+
     def section_dict(self, secrets: bool = False) -> dict[str, Any]:
         """Plain JSON-able dict (for logging with runs and models): the values of :data:`SECRET_KEYS`
         are :data:`REDACTED` unless ``secrets`` (only for building settings again from the tree)."""
@@ -525,8 +537,9 @@ def load_settings(
 ) -> Settings:
     """Load ``params.yaml``, apply the profile and overrides, validate.
 
-    Relative ``data_dir`` values resolve against the folder of ``params.yaml``,
-    so a stage finds the same data whatever the current directory is.
+    ``data_dir`` (the argument, else ``$ELIVEREC_DATA_DIR``) resolves against the current directory;
+    the file's ``data_dir`` against the folder of ``params.yaml``. Unset ``tracking.uri`` and
+    ``monitor.workspace`` point into the data root (see the module docstring).
     """
     path = find_params(params)
     try:
@@ -551,12 +564,12 @@ def load_settings(
         _apply_override(tree, parts, value)
         explicit.add(".".join(parts))
     tree["explicit"] = sorted(explicit)
-    if data_dir is not None:
-        tree["data_dir"] = str(data_dir)
-    elif os.environ.get("ELIVEREC_DATA_DIR"):
-        tree["data_dir"] = os.environ["ELIVEREC_DATA_DIR"]
-    tree["data_dir"] = str(_resolve(Path(tree.get("data_dir", "data")), path.parent))
-    tree["tracking"] = _resolve_tracking(tree.get("tracking"), path.parent)
+    given = data_dir if data_dir is not None else os.environ.get("ELIVEREC_DATA_DIR") or None
+    root = _resolve(Path(given), Path.cwd()) if given is not None else _resolve(Path(tree.get("data_dir") or "data"),
+                                                                                   path.parent)
+    tree["data_dir"] = str(root)
+    tree["tracking"] = _resolve_tracking(tree.get("tracking"), path.parent, DataLayout(root))
+    tree["monitor"] = _resolve_monitor(tree.get("monitor") or {}, path.parent, DataLayout(root))
     try:
         settings = Settings.model_validate(tree)
     except ValidationError as exc:
@@ -621,16 +634,28 @@ def _resolve(p: Path, root: Path) -> Path:
     return p if p.is_absolute() else (root / p).resolve()
 
 
-def _resolve_tracking(section: Any, root: Path) -> Any:
-    """A relative ``sqlite:///`` path resolves against ``root`` (the folder of params.yaml)."""
+def _resolve_tracking(section: Any, root: Path, layout: DataLayout) -> Any:
+    """A relative ``sqlite:///`` path resolves against ``root`` (the folder of params.yaml); none is the data root's."""
     if not isinstance(section, dict):
         return section
     section = dict(section)
-    uri = str(section.get("uri", ""))
+    uri = str(section.get("uri") or layout.mlflow_uri())
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_absolute():
         uri = prefix + str(_resolve(Path(uri[len(prefix) :]), root))
     section["uri"] = uri
+    return section
+
+
+def _resolve_monitor(section: Any, root: Path, layout: DataLayout) -> Any:
+    """Absolute ``workspace`` (none: the data root's) and ``dashboards`` (relative to ``root``)."""
+    if not isinstance(section, dict):
+        return section
+    section = dict(section)
+    ws = section.get("workspace")
+    section["workspace"] = str(_resolve(Path(ws), root) if ws else layout.evidently_workspace())
+    if section.get("dashboards"):
+        section["dashboards"] = str(_resolve(Path(section["dashboards"]), root))
     return section
 
 

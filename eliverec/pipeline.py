@@ -11,7 +11,6 @@ A training result travels between steps (and DVC stages) as a small JSON file, w
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,30 +18,25 @@ from typing import Any
 from eliverec.config import Settings
 from eliverec.data.atomic import write_bytes_atomic
 from eliverec.errors import DataError
-
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _dates(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and DATE.match(p.name)) if folder.is_dir() else []
+from eliverec.layout import date_folders, previous_days
 
 
 def raw_dates(settings: Settings) -> list[str]:
     """Days with raw logs (``raw/<date>/``), oldest first."""
-    return _dates(settings.data_dir / "raw")
+    return date_folders(settings.layout.raw())
 
 
 def bronze_dates(settings: Settings) -> list[str]:
     """Days ingested into bronze, oldest first."""
-    root = settings.data_dir / "bronze"
-    return [d for d in _dates(root) if (root / d / "_manifest.json").exists()]
+    lay = settings.layout
+    return [d for d in date_folders(lay.bronze()) if lay.bronze_manifest(d).exists()]
 
 
 def latest_bronze_date(settings: Settings) -> str:
     """The newest ingested day (the default test day of the feature and model stages)."""
     days = bronze_dates(settings)
     if not days:
-        raise DataError(f"{settings.data_dir / 'bronze'}: no ingested day; run `eliverec ingest --all` first")
+        raise DataError(f"{settings.layout.bronze()}: no ingested day; run `eliverec ingest --all` first")
     return days[-1]
 
 
@@ -52,7 +46,7 @@ def ingest_all(settings: Settings, dates: list[str] | None = None) -> dict[str, 
 
     days = dates or raw_dates(settings)
     if not days:
-        raise DataError(f"{settings.data_dir / 'raw'}: no raw days; run `eliverec simulate` or `eliverec import`")
+        raise DataError(f"{settings.layout.raw()}: no raw days; run `eliverec simulate` or `eliverec import`")
     return {d: ingest_day(settings, d)["totals"] for d in days}
 
 
@@ -96,10 +90,8 @@ def write_result(path: str | Path, result: dict[str, Any]) -> Path:
 
 def version_tags(settings: Settings, result: dict[str, Any]) -> dict[str, str]:
     """Registry tags of a trained model: name, data window, commit, feature-spec hash."""
-    from eliverec.training.data import previous_days
-
     days = previous_days(result["end_date"], settings.features.train_days)
-    spec = settings.data_dir / "features" / "feature_spec.json"
+    spec = settings.layout.feature_spec()
     spec_hash = json.loads(spec.read_text()).get("spec_hash", "") if spec.exists() else ""
     from eliverec.training.trainer import stop_reason
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
+from eliverec.store import use_store
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -94,14 +95,13 @@ def client(settings: Settings) -> MlflowClient:
     """An MlflowClient on the configured tracking/registry URI."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking.uri)
-    mlflow.set_registry_uri(settings.tracking.uri)
+    use_store(settings.tracking.uri)
     return mlflow.MlflowClient(tracking_uri=settings.tracking.uri, registry_uri=settings.tracking.uri)
 
 
 def audit_path(settings: Settings) -> Path:
     """Where the JSON-lines audit log lives."""
-    return settings.data_dir / "registry" / "audit.jsonl"
+    return settings.layout.audit_log()
 
 
 def actor() -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
+from eliverec.layout import sqlite_artifacts
 
 
 def _bin(name: str) -> str:
@@ -30,8 +31,9 @@ def mlflow_command(settings: Settings, host: str = "127.0.0.1", port: int = 5000
     """``mlflow server`` on the configured tracking store (one worker, no background jobs)."""
     uri = settings.tracking.uri
     cmd = [_bin("mlflow"), "server", "--host", host, "--port", str(port), "--backend-store-uri", uri, "--workers", "1"]
-    if uri.startswith("sqlite:///"):
-        cmd += ["--artifacts-destination", str(Path(uri[len("sqlite:///"):]).parent / "artifacts")]
+    artifacts = sqlite_artifacts(uri)
+    if artifacts is not None:
+        cmd += ["--artifacts-destination", str(artifacts)]
     return cmd
 
 

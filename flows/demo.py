@@ -94,22 +94,22 @@ def _retire_control(s: Any) -> None:
 def _report(s: Any, lines: list[str], seconds: float) -> None:
     from eliverec import registry
 
-    d = s.data_dir
+    lay = s.layout
     champion = registry.alias_version(s, registry.CHAMPION)
     challenger = registry.alias_version(s, registry.CHALLENGER)
-    gates = sorted((d / "reports" / "gate").glob("*/*.md"))
+    gates = sorted(lay.reports("gate").glob("*/*.md"))
     print("\n" + "=" * 78)
     print(f"eLiveRec demo ({s.profile} profile) finished in {seconds / 60:.1f} min\n")
     print("\n".join(lines))
     print(f"\nregistry '{s.tracking.registered_model}': champion v{champion}, challenger v{challenger}"
           "  (eliverec models)")
     print("\nwhere the results are:")
-    for label, path in [("raw logs", d / "raw"), ("bronze + manifests", d / "bronze"),
-                        ("quarantine", d / "quarantine"), ("validation reports", d / "validation"),
-                        ("samples + tensors", d / "features"), ("evaluation reports", d / "reports" / "evaluation"),
-                        ("gate verdicts", gates[-1] if gates else d / "reports" / "gate"),
-                        ("A/B ramp + report", d / "experiments"), ("monitoring HTML", d / "reports" / "monitoring"),
-                        ("audit log", d / "registry" / "audit.jsonl"), ("MLflow store", s.tracking.uri)]:
+    for label, path in [("raw logs", lay.raw()), ("bronze + manifests", lay.bronze()),
+                        ("quarantine", lay.quarantine()), ("validation reports", lay.validation()),
+                        ("samples + tensors", lay.features()), ("evaluation reports", lay.reports("evaluation")),
+                        ("gate verdicts", gates[-1] if gates else lay.reports("gate")),
+                        ("A/B ramp + report", lay.experiment()), ("monitoring HTML", lay.reports("monitoring")),
+                        ("audit log", lay.audit_log()), ("MLflow store", s.tracking.uri)]:
         print(f"  {label:<20} {path}")
     print("\nopen the UIs (each serves on 127.0.0.1 until Ctrl-C):")
     print("  eliverec ui mlflow        # runs, metrics, the model registry (http://127.0.0.1:5000)")

@@ -60,4 +60,4 @@ def test_data_dir_resolves_against_params_folder(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     s = load_settings("tiny", params=PARAMS)
     assert s.data_dir == PARAMS.parent / "data"
-    assert s.tracking.uri == f"sqlite:///{PARAMS.parent / 'mlruns' / 'mlflow.db'}"
+    assert s.tracking.uri == f"sqlite:///{PARAMS.parent / 'data' / 'mlflow' / 'mlflow.db'}"  # the data root's store

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from eliverec.errors import EliverecError
+from eliverec.layout import DataLayout
 
 LOCK_WAIT_S = 60.0  # a second run of the same stage waits this long for the first, then fails
 
@@ -54,7 +55,7 @@ def stage_lock(root: Path, tag: str, wait_s: float = LOCK_WAIT_S) -> Iterator[Pa
     """Hold ``<root>/.locks/<tag>.lock`` (raises :class:`StageBusy` after ``wait_s``)."""
     from filelock import FileLock, Timeout
 
-    path = root / ".locks" / f"{tag}.lock"
+    path = DataLayout(root).locks() / f"{tag}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), timeout=wait_s, is_singleton=False)
     try:
@@ -76,9 +77,9 @@ def staging(root: Path, tag: str) -> Iterator[Path]:
     first. It lives under ``root`` so that the final rename stays on one filesystem.
     """
     with stage_lock(root, tag):
-        for stale in (root / ".staging").glob(f"{tag}-*"):
+        for stale in DataLayout(root).staging().glob(f"{tag}-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        path = root / ".staging" / f"{tag}-{uuid.uuid4().hex[:12]}"
+        path = DataLayout(root).staging() / f"{tag}-{uuid.uuid4().hex[:12]}"
         path.mkdir(parents=True)
         try:
             yield path

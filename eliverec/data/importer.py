@@ -76,8 +76,8 @@ from eliverec.config import Settings
 from eliverec.data.atomic import publish_dir, staging
 from eliverec.data.schemas import DIMENSIONS
 from eliverec.errors import DataError
+from eliverec.layout import DAY_MS, table_file
 
-DAY_MS = 86_400_000
 _UNITS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 
 
@@ -377,7 +377,7 @@ def _write(settings: Settings, events: list[dict[str, Any]], dims: dict, drop: d
     for e in events:  # a request's events stay on the day of its entry (``_d``)
         by_day.setdefault(e.pop("_d", None) or _day(e["ts"]), []).append(e)
     dim_tables = _dimension_tables(dims)
-    root = settings.data_dir / "raw"
+    root = settings.layout.raw()
     counts: dict[str, int] = {}
     derived: dict[str, int] = {}
     for e in events:
@@ -389,8 +389,8 @@ def _write(settings: Settings, events: list[dict[str, Any]], dims: dict, drop: d
             blob = b"".join(orjson.dumps(r) + b"\n" for r in rows)
             (stage / "events-import.jsonl.gz").write_bytes(gzip.compress(blob, compresslevel=5, mtime=0))
             for name, table in dim_tables.items():
-                pq.write_table(table, stage / f"{name}.parquet")
-            publish_dir(stage, root / date)
+                pq.write_table(table, table_file(stage, name))
+            publish_dir(stage, settings.layout.raw(date))
     return {
         "dates": sorted(by_day),
         "events": counts,

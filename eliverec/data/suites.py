@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from eliverec.config import Settings
-from eliverec.data.ingest import DAY_MS, bronze_dir, day_start_ms
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, ID_FIELDS, REQUIRED
 from eliverec.data.validation import SuiteResult, data_docs_index, run_suite, write_report
 from eliverec.errors import DataError, ValidationFailed
+from eliverec.layout import DAY_MS, day_start_ms
 
 _CHANNEL_FK = ("impression", "enter", "leave", "goods_bag_click", "channel_product_click", "channel_stats")
 _PRODUCT_FK = ("product_click", "channel_product_click")
@@ -38,7 +38,7 @@ _NON_NEGATIVE = ("position", "stay_ms", "viewers", "revenue_window")
 
 def validation_dir(settings: Settings, date: str) -> Path:
     """``<data_dir>/validation/<date>``."""
-    return settings.data_dir / "validation" / date
+    return settings.layout.validation(date)
 
 
 def trailing_row_counts(settings: Settings, date: str) -> dict[str, float]:
@@ -46,7 +46,7 @@ def trailing_row_counts(settings: Settings, date: str) -> dict[str, float]:
     day = Date.fromisoformat(date)
     seen: dict[str, list[int]] = {}
     for k in range(1, settings.validation.trailing_days + 1):
-        path = bronze_dir(settings, (day - timedelta(days=k)).isoformat()) / "_manifest.json"
+        path = settings.layout.bronze_manifest(day - timedelta(days=k))
         if path.is_file():
             for name, info in json.loads(path.read_text())["tables"].items():
                 seen.setdefault(name, []).append(int(info["rows"]))
@@ -119,10 +119,10 @@ def bronze_suite(settings: Settings, date: str) -> list[SuiteResult]:
     import great_expectations.expectations as gxe
     import pandas as pd
 
-    folder = bronze_dir(settings, date)
-    if not (folder / "_manifest.json").is_file():
+    folder = settings.layout.bronze(date)
+    if not settings.layout.bronze_manifest(date).is_file():
         raise DataError(f"{folder}: no ingested bronze for {date}; run `eliverec ingest --date {date}` first")
-    frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in (*EVENT_TYPES, *DIMENSIONS)}
+    frames = {name: pd.read_parquet(settings.layout.bronze_table(date, name)) for name in (*EVENT_TYPES, *DIMENSIONS)}
     refs = {
         "channels": frames["channels"]["channel_id"].dropna().unique(),
         "products": frames["products"]["product_id"].dropna().unique(),

@@ -37,7 +37,9 @@ from eliverec.evaluation.metrics import (
     segment_metrics,
 )
 from eliverec.features.batch import LABELS
-from eliverec.training.data import ArrayDataset, day_dir, features_root, load_days, previous_days
+from eliverec.layout import previous_days
+from eliverec.store import use_store
+from eliverec.training.data import ArrayDataset, day_dir, load_days
 
 SCORE_CHUNK = 65536  # rows per pyfunc call (bounded memory on big days)
 
@@ -59,7 +61,7 @@ def load_model(settings: Settings, model_uri: str) -> Any:
     from eliverec.training.trainer import set_threads
 
     set_threads(settings)  # scoring shares the machine like training does
-    mlflow.set_tracking_uri(settings.tracking.uri)
+    use_store(settings.tracking.uri)
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # MLflow raises several types for a bad URI
@@ -120,15 +122,14 @@ def cached_score_day(settings: Settings, model: Any, ds: ArrayDataset, date: str
     uuid = getattr(getattr(model, "metadata", None), "model_uuid", None)
     if not uuid:
         return score_day(settings, model, ds, logged)
-    folder = Path(settings.data_dir) / "reports" / "evaluation" / date / "scores"
-    path, meta_path = folder / f"{uuid}.parquet", folder / f"{uuid}.json"
+    path, meta_path = settings.layout.score_cache(date, uuid)
     key = f"{uuid}:{day_fingerprint(day_dir(settings.data_dir, date))}:{len(ds)}"
     if meta_path.is_file() and path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key and (meta.get("logged") or not logged):
             return pd.read_parquet(path), bool(meta["finite"])
     frame, finite = score_day(settings, model, ds, logged)
-    folder.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
@@ -153,8 +154,7 @@ def scored_frame(ds: ArrayDataset, preds: pd.DataFrame, logged: pd.DataFrame | N
 
 def trailing_counts(settings: Settings, date: str) -> tuple[pd.Series, pd.Series]:
     """Impressions per user and per channel in the training window before ``date`` (days present)."""
-    root = features_root(settings.data_dir)
-    days = [d for d in previous_days(date, settings.features.train_days) if (root / d).is_dir()]
+    days = [d for d in previous_days(date, settings.features.train_days) if settings.layout.features(d).is_dir()]
     if not days:
         return pd.Series(dtype=np.int64), pd.Series(dtype=np.int64)
     window = load_days(settings.data_dir, days)
@@ -180,10 +180,9 @@ def evaluate(settings: Settings, model_uri: str, date: str, name: str | None = N
               "serve_position": serve_position(settings, model),
               "metrics": {k: _clean(v) for k, v in metrics.items()},
               "reliability": [{k: _clean(v) for k, v in row.items()} for row in table.to_dict("records")]}
-    out = Path(settings.data_dir) / "reports" / "evaluation" / date
-    out.mkdir(parents=True, exist_ok=True)
-    stem = name or report_name(model_uri)
-    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    files = settings.layout.report_files("evaluation", name or report_name(model_uri), date)
+    json_path, md_path = files["json"], files["markdown"]
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2))
     md_path.write_text(markdown(report))
     report["paths"] = {"json": str(json_path), "markdown": str(md_path)}

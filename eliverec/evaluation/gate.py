@@ -36,7 +36,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -312,9 +311,8 @@ def _metrics(frame: pd.DataFrame, users: pd.Series, channels: pd.Series, setting
 
 
 def _write(settings: Settings, result: GateResult, version: str | None) -> dict[str, str]:
-    out = Path(settings.data_dir) / "reports" / "gate" / result.date
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"v{version}" if version else "candidate"
+    files = settings.layout.report_files("gate", f"v{version}" if version else "candidate", result.date)
+    files["json"].parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "verdict": result.verdict, "candidate_uri": result.candidate_uri, "champion_uri": result.champion_uri,
         "date": result.date, "version": version, "training": result.training,
@@ -323,7 +321,7 @@ def _write(settings: Settings, result: GateResult, version: str | None) -> dict[
         "champion_metrics": None if result.champion_metrics is None
         else {k: _num(v) for k, v in result.champion_metrics.items()},
     }
-    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path, md_path = files["json"], files["markdown"]
     json_path.write_text(json.dumps(payload, indent=2))
     md_path.write_text(markdown(result, version))
     return {"json": str(json_path), "markdown": str(md_path)}

@@ -433,7 +433,7 @@ def load_day_feeds(settings: Settings, date: str, max_feeds: int, seed: int) -> 
     live = _live_pairs(settings, date, full, channel_ids, slot_ms)
     pool_codes, pool_rows = _slot_pools(pd.concat([full[["slot", "code", "row"]], live], ignore_index=True),
                                         t.drop_duplicates("feed")["slot"].to_numpy())
-    source = f"{settings.data_dir}/bronze/{date}/impression.parquet"
+    source = str(settings.layout.bronze_table(date, "impression"))
     feed, pos = t["feed"].to_numpy(np.int64), t["position"].to_numpy(np.int64)
     user = t["user"].to_numpy(np.int64)
     pool = (pool_codes >= 0).sum(1)
@@ -456,14 +456,14 @@ def _impressions_with_propensity(settings: Settings, date: str):  # -> pd.DataFr
     from eliverec.training.data import day_dir
 
     cols = ["request_id", "user_id", "channel_id", "position", "ts"]
-    t = pq.read_table(day_dir(settings.data_dir, date) / "samples.parquet", columns=cols).to_pandas()
+    t = pq.read_table(settings.layout.samples(date), columns=cols).to_pandas()
     if t.empty:
         raise DataError(f"{day_dir(settings.data_dir, date)}: no logged impressions on {date}; choose a day with logs")
     key = ["request_id", "channel_id", "position"]
     prop = read_event(settings.data_dir, dt.date.fromisoformat(date), "impression", [*key, "propensity"])
     prop = prop.to_pandas().drop_duplicates(key)
     t = t.merge(prop, on=key, how="left", validate="many_to_one")
-    source = f"{settings.data_dir}/bronze/{date}/impression.parquet"
+    source = str(settings.layout.bronze_table(date, "impression"))
     p = t["propensity"].to_numpy(np.float64)
     if np.isnan(p).all():
         raise DataError(f"{source}: no impression of {date} carries a propensity; off-policy evaluation needs days "
@@ -680,7 +680,6 @@ def markdown(result: dict[str, object], candidate_uri: str, champion_uri: str | 
 def run_ope(settings: Settings, candidate_uri: str, date: str, champion_uri: str | None = None) -> dict[str, object]:
     """``eliverec ope``: estimate candidate and champion on ``date``; write ``reports/ope/<date>/<name>.{json,md}``."""
     import json
-    from pathlib import Path
 
     from eliverec import registry
     from eliverec.evaluation.evaluate import load_model, report_name
@@ -691,9 +690,8 @@ def run_ope(settings: Settings, candidate_uri: str, date: str, champion_uri: str
     champion = load_model(settings, champion_uri) if champion_uri else None
     result = evaluate_models(settings, date, candidate, champion)
     result.update({"candidate_uri": candidate_uri, "champion_uri": champion_uri})
-    out = Path(settings.data_dir) / "reports" / "ope" / date
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{report_name(candidate_uri)}.json", "markdown": out / f"{report_name(candidate_uri)}.md"}
+    paths = settings.layout.report_files("ope", report_name(candidate_uri), date)
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
     paths["json"].write_text(json.dumps(result, indent=2))
     paths["markdown"].write_text(markdown(result, candidate_uri, champion_uri))
     result["paths"] = {k: str(v) for k, v in paths.items()}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,7 +69,8 @@ def world_index(ids: pd.Series | np.ndarray, prefix: str) -> np.ndarray:
 
 def load_test_day(settings: Settings, date: str) -> DayImpressions:
     """The test day's impressions from ``<data_dir>/features/<date>/samples.parquet``."""
-    path = Path(day_dir(settings.data_dir, date)) / "samples.parquet"
+    day_dir(settings.data_dir, date)  # a clear error when the day was never built
+    path = settings.layout.samples(date)
     if not path.is_file():
         raise DataError(f"{path} is missing; rebuild the day with `eliverec features --end-date {date}`")
     t = pq.read_table(path, columns=SAMPLE_COLUMNS).to_pandas()

@@ -30,6 +30,7 @@ from scipy import stats as sps
 
 from eliverec.config import Settings
 from eliverec.data.atomic import write_bytes_atomic
+from eliverec.layout import DataLayout, output_files, serving_log_name
 
 METRICS: dict[str, tuple[str, str]] = {
     "ctr": ("enters", "impressions"),
@@ -47,9 +48,9 @@ OUTCOMES = ("enter", "leave", "goods_bag_click", "channel_product_click")
 # ---------------------------------------------------------------------------------------------- reading
 def serving_files(data_dir: Path, dates: Iterable[str] | None = None) -> list[Path]:
     """The service's log files, oldest date first."""
-    raw = Path(data_dir) / "raw"
+    raw = DataLayout(Path(data_dir)).raw()
     wanted = set(dates) if dates else None
-    return sorted(p for p in raw.glob("*/events-serving-*.jsonl") if wanted is None or p.parent.name in wanted)
+    return sorted(p for p in raw.glob(f"*/{serving_log_name('*')}") if wanted is None or p.parent.name in wanted)
 
 
 def read_since(files: Iterable[Path], cursor: Mapping[str, int] | None = None) -> tuple[list[dict[str, Any]],
@@ -189,9 +190,9 @@ def ab_report(settings: Settings, dates: list[str] | None = None, out_dir: Path 
     res = analyse(user_table(rows, settings.features.min_stay_ms), ab.alpha, share_challenger)
     res.update({"experiment": ab.experiment, "primary_metric": ab.primary_metric, "dates": sorted({p.parent.name
                 for p in files}), "files": len(files), "share_challenger": share_challenger})
-    out = Path(out_dir) if out_dir else Path(settings.data_dir) / "experiments" / ab.experiment
+    out = Path(out_dir) if out_dir else settings.layout.experiment(ab.experiment)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": str(out / "report.json"), "markdown": str(out / "report.md"), "plot": str(out / "report.png")}
+    paths = {k: str(v) for k, v in output_files(out, "report").items()}
     res["paths"] = paths
     write_bytes_atomic(Path(paths["json"]), json.dumps(res, indent=2, default=float).encode())
     write_bytes_atomic(Path(paths["markdown"]), markdown(res).encode())

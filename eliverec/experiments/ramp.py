@@ -227,9 +227,9 @@ def _promote(settings: Settings, version: str, reason: str) -> dict[str, Any]:
 
 
 def _write(settings: Settings, res: dict[str, Any]) -> dict[str, str]:
-    out = Path(settings.data_dir) / "experiments" / settings.ab.experiment
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": str(out / "ramp.json"), "markdown": str(out / "ramp.md")}
+    files = settings.layout.experiment_files(settings.ab.experiment, "ramp")
+    files["json"].parent.mkdir(parents=True, exist_ok=True)
+    paths = {"json": str(files["json"]), "markdown": str(files["markdown"])}
     write_bytes_atomic(Path(paths["json"]), json.dumps(res, indent=2, default=float).encode())
     lines = [f"# Ramp: {res['experiment']} (challenger v{res['challenger']} vs champion v{res['champion']})", "",
              f"Outcome: **{res['outcome']}**", "", "| stage | users (champion / challenger) | "

@@ -26,7 +26,6 @@ import datetime as dt
 import itertools
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +33,7 @@ import numpy as np
 
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
+from eliverec.layout import table_file
 from eliverec.serving import base_url, producer_token
 from eliverec.world import World
 from eliverec.world.simulation import INTENT_CLICK_SHARE, on_sale, world_ids, write_dimensions
@@ -172,8 +172,8 @@ class TrafficSession:
         (the app's nightly dimension export, played here by the world).
         """
         for index in range(int(self.world.day_of(t0)), int(self.world.day_of(t1 - 1)) + 1):
-            folder = Path(self.settings.data_dir) / "raw" / self.world.day(index).date
-            if not (folder / "users.parquet").exists():
+            folder = self.settings.layout.raw(self.world.day(index).date)
+            if not table_file(folder, "users").exists():
                 folder.mkdir(parents=True, exist_ok=True)
                 write_dimensions(self.world, folder, index)
 

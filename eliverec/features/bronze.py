@@ -15,34 +15,7 @@ import pyarrow.parquet as pq
 
 from eliverec.data.schemas import DIMENSIONS, bronze_schema
 from eliverec.errors import DataError
-
-DAY_MS = 86_400_000
-
-
-def parse_date(text: str) -> dt.date:
-    """Parse ``YYYY-MM-DD`` or raise a :class:`DataError` that shows the expected form.
-
-    >>> parse_date("2026-09-01").isoformat()
-    '2026-09-01'
-    """
-    try:
-        return dt.date.fromisoformat(text)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"bad date '{text}': expected YYYY-MM-DD, for example 2026-09-08") from exc
-
-
-def day_start_ms(day: dt.date) -> int:
-    """Milliseconds since epoch of the day's 00:00 UTC.
-
-    >>> day_start_ms(dt.date(1970, 1, 2))
-    86400000
-    """
-    return (day - dt.date(1970, 1, 1)).days * DAY_MS
-
-
-def day_dir(data_dir: Path, day: dt.date) -> Path:
-    """The bronze folder of one day."""
-    return Path(data_dir) / "bronze" / day.isoformat()
+from eliverec.layout import DataLayout
 
 
 def read_table(path: Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -72,18 +45,19 @@ def read_table(path: Path, schema: pa.Schema, columns: list[str] | None = None) 
 
 def read_event(data_dir: Path, day: dt.date, event: str, columns: list[str]) -> pa.Table:
     """One event table of one day."""
-    return read_table(day_dir(data_dir, day) / f"{event}.parquet", bronze_schema(event), columns)
+    return read_table(DataLayout(data_dir).bronze_table(day, event), bronze_schema(event), columns)
 
 
 def read_dimension(data_dir: Path, day: dt.date, name: str) -> pa.Table:
     """One dimension snapshot (users, channels, products) of one day."""
-    return read_table(day_dir(data_dir, day) / f"{name}.parquet", DIMENSIONS[name])
+    return read_table(DataLayout(data_dir).bronze_table(day, name), DIMENSIONS[name])
 
 
 def require_window(data_dir: Path, days: list[dt.date]) -> None:
     """Every window day must have a bronze folder; the error names the folder and the fix."""
-    missing = [d for d in days if not day_dir(data_dir, d).is_dir()]
+    lay = DataLayout(data_dir)
+    missing = [d for d in days if not lay.bronze(d).is_dir()]
     if missing:
-        names = ", ".join(str(day_dir(data_dir, d)) for d in missing)
+        names = ", ".join(str(lay.bronze(d)) for d in missing)
         raise DataError(f"missing bronze day folder(s): {names}; ingest them first "
                         f"(`eliverec ingest --date {missing[0].isoformat()}`) or choose another --end-date")

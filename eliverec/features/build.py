@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from eliverec.data.atomic import publish_dir, stage_lock, write_bytes_atomic
 from eliverec.errors import DataError
 from eliverec.features import batch
-from eliverec.features.bronze import day_dir, day_start_ms, parse_date, read_dimension, read_event, require_window
+from eliverec.features.bronze import read_dimension, read_event, require_window
 from eliverec.features.hashing import UNKNOWN, FeatureSpec
 from eliverec.features.pointintime import EventLog, visit_labels
 from eliverec.features.samples import (
@@ -53,6 +53,7 @@ from eliverec.features.samples import (
     stats_log,
     watch_log,
 )
+from eliverec.layout import DAY_SUMMARY, FEATURE_SPEC, SAMPLES, TENSORS, as_date, day_start_ms
 
 log = logging.getLogger(__name__)
 VISIT_EVENTS: dict[str, list[str]] = {
@@ -70,13 +71,8 @@ def window_days(end_date: str, train_days: int) -> tuple[list[dt.date], dt.date]
     >>> [d.isoformat() for d in train], test.isoformat()
     (['2026-09-06', '2026-09-07'], '2026-09-08')
     """
-    end = parse_date(end_date)
+    end = as_date(end_date)
     return [end - dt.timedelta(days=i) for i in range(train_days, 0, -1)], end
-
-
-def features_dir(data_dir: Path, day: dt.date | str) -> Path:
-    """``<data_dir>/features/<date>``."""
-    return Path(data_dir) / "features" / (day if isinstance(day, str) else day.isoformat())
 
 
 class _Day:
@@ -134,7 +130,7 @@ def build_features(settings: Any, end_date: str, train_days: int | None = None, 
     """
     data_dir = Path(settings.data_dir)
     with stage_lock(data_dir, "features"):
-        _remove_leftovers(data_dir / "features")
+        _remove_leftovers(settings.layout.features())
         return _build(settings, end_date, train_days, validate)
 
 
@@ -169,8 +165,8 @@ def _build(settings: Any, end_date: str, train_days: int | None, validate: bool)
     with Progress(transient=True) as progress:
         task = progress.add_task("features", total=len(history) + len(window))
         for day in [*history, *window]:
-            if day in history and not day_dir(data_dir, day).is_dir():
-                log.warning("look-back day %s has no bronze folder %s: skipped", day, day_dir(data_dir, day))
+            if day in history and not settings.layout.bronze(day).is_dir():
+                log.warning("look-back day %s has no bronze folder %s: skipped", day, settings.layout.bronze(day))
                 progress.advance(task)
                 continue
             bronze = _Day(data_dir, day)
@@ -199,9 +195,8 @@ def _build(settings: Any, end_date: str, train_days: int | None, validate: bool)
         "test_rows": days[test.isoformat()]["rows"], "seconds": round(elapsed, 3),
         "impressions_per_s": round(rows / elapsed, 1) if elapsed > 0 else None, "days": days,
     }
-    out = data_dir / "features"
-    _atomic_text(out / "feature_spec.json", spec.to_json())
-    _atomic_text(out / "_build.json", json.dumps(result, indent=2))
+    _atomic_text(settings.layout.feature_spec(), spec.to_json())
+    _atomic_text(settings.layout.build_record(), json.dumps(result, indent=2))
     if validate:
         from eliverec.features.expectations import validate_window
 
@@ -234,19 +229,19 @@ def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, vi
     n = imp.num_rows
     earliest = day_start_ms(day) - int(settings.ingest.ts_tolerance_ms)
     if n and int(pc.min(imp["ts"]).as_py()) < earliest:
-        path = day_dir(Path(settings.data_dir), day) / "impression.parquet"
+        path = settings.layout.bronze_table(day, "impression")
         raise DataError(f"{path}: impressions before {day} minus ingest.ts_tolerance_ms; "
                         "re-ingest the day (`eliverec ingest`) or raise the tolerance")
-    final = features_dir(settings.data_dir, day)
+    final = settings.layout.features(day)
     tmp = final.parent / f".{day.isoformat()}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "tensors").mkdir(parents=True)
+    (tmp / TENSORS).mkdir(parents=True)
     shapes = _shapes(spec, n)
-    mm = {k: NpyWriter(tmp / "tensors" / f"{k}.npy", DISK_DTYPES[k], s) for k, s in shapes.items()}
+    mm = {k: NpyWriter(tmp / TENSORS / f"{k}.npy", DISK_DTYPES[k], s) for k, s in shapes.items()}
     acc = _Accumulator()
     chunk = int(settings.features.chunk_rows)
     task = progress.add_task(f"  {day.isoformat()} ({split})", total=max(n, 1))
-    with pq.ParquetWriter(tmp / "samples.parquet", _parquet_schema(), compression="zstd") as writer:
+    with pq.ParquetWriter(tmp / SAMPLES, _parquet_schema(), compression="zstd") as writer:
         for a in range(0, n, chunk):
             block = imp.slice(a, chunk)
             arrays, extras = impression_features(ctx, block)
@@ -262,8 +257,8 @@ def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, vi
     progress.remove_task(task)
     summary = {"date": day.isoformat(), "split": split, "window": [window[0].isoformat(), window[-1].isoformat()],
                "spec_hash": spec.spec_hash, "rows": n, **acc.result(), "hash_collisions": _collisions(spec, ctx)}
-    (tmp / "feature_spec.json").write_text(spec.to_json())
-    (tmp / "_summary.json").write_text(json.dumps(summary, indent=2))
+    (tmp / FEATURE_SPEC).write_text(spec.to_json())
+    (tmp / DAY_SUMMARY).write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, final)
     return summary
 

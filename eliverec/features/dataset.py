@@ -21,10 +21,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from eliverec.errors import DataError
 from eliverec.features.batch import LABELS
-from eliverec.features.build import features_dir
 from eliverec.features.hashing import FeatureSpec
 from eliverec.features.online import to_tensors
 from eliverec.features.samples import DISK_DTYPES
+from eliverec.layout import DataLayout
 
 BATCH_KEYS: tuple[str, ...] = tuple(DISK_DTYPES)
 
@@ -43,13 +43,13 @@ class FeatureDataset(Dataset):
         self.arrays: list[dict[str, np.ndarray]] = []
         specs: list[FeatureSpec] = []
         for date in self.dates:
-            folder = features_dir(Path(data_dir), date)
-            spec_path = folder / "feature_spec.json"
+            lay = DataLayout(Path(data_dir))
+            folder, spec_path = lay.features(date), lay.feature_spec(date)
             if not spec_path.is_file():
                 raise DataError(f"{folder}: no samples (feature_spec.json missing); run "
                                 f"`eliverec features --end-date {date}` first")
             specs.append(FeatureSpec.load(spec_path))
-            self.arrays.append({k: self._open(folder / "tensors" / f"{k}.npy") for k in self.keys})
+            self.arrays.append({k: self._open(lay.tensor(date, k)) for k in self.keys})
         hashes = {s.spec_hash for s in specs}
         if len(hashes) > 1:
             raise DataError(f"days {', '.join(self.dates)} were built with different feature specs {sorted(hashes)}; "
@@ -67,7 +67,7 @@ class FeatureDataset(Dataset):
     @classmethod
     def split(cls, settings: Any, split: str, keys: Sequence[str] = BATCH_KEYS) -> FeatureDataset:
         """The ``train`` or ``test`` split of the last build (``features/_build.json``)."""
-        path = Path(settings.data_dir) / "features" / "_build.json"
+        path = settings.layout.build_record()
         if not path.is_file():
             raise DataError(f"{path}: missing; run `eliverec features --end-date YYYY-MM-DD` first")
         build = json.loads(path.read_text())

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eliverec.errors import DataError, ValidationFailed
-from eliverec.features.bronze import DAY_MS, day_start_ms, parse_date
-from eliverec.features.build import features_dir
+from eliverec.layout import DAY_MS, day_start_ms
 
 #: hashed scalar column -> vocabulary space
 HASHED_COLUMNS: dict[str, str] = {
@@ -71,7 +70,7 @@ def samples_expectations(settings: Any, date: str) -> list[Any]:
 
 def samples_parameters(settings: Any, date: str) -> dict[str, int]:
     """The day's values of the suite's placeholders (the ``ts`` window), so the suite is saved once, not per day."""
-    start, tol = day_start_ms(parse_date(date)), int(settings.ingest.ts_tolerance_ms)
+    start, tol = day_start_ms(date), int(settings.ingest.ts_tolerance_ms)
     return {"ts_min": start - tol, "ts_max": start + DAY_MS + tol}
 
 
@@ -81,7 +80,7 @@ def samples_suite(settings: Any, date: str) -> list[Any]:
 
     from eliverec.data.validation import run_suite
 
-    path = features_dir(Path(settings.data_dir), date) / "samples.parquet"
+    path = settings.layout.samples(date)
     if not path.is_file():
         raise DataError(f"{path}: missing; run `eliverec features --end-date {date}` first")
     df = pd.read_parquet(path)
@@ -99,7 +98,7 @@ def validate_samples(settings: Any, date: str) -> dict[str, Any]:
     from eliverec.data.validation import data_docs_index, write_report
 
     results = samples_suite(settings, date)
-    folder = features_dir(Path(settings.data_dir), date)
+    folder = settings.layout.features(date)
     j, m = write_report("samples", results, folder, date)
     failed = [c.describe() for r in results for c in r.failed]
     if failed:

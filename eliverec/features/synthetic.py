@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, bronze_schema
-from eliverec.features.bronze import DAY_MS, day_start_ms
+from eliverec.layout import DAY_MS, DataLayout, day_start_ms, table_file
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,14 @@ def write_dimensions(folder: Path, size: SyntheticSize) -> None:
     products = pa.table({"product_id": ids("p", p), "category_id": ids("k", p % size.n_categories),
                          "brand_id": ids("b", p % 997), "price_bucket": pa.array(p % 10, pa.int64())})
     for name, t in (("users", users), ("channels", channels), ("products", products)):
-        pq.write_table(t.cast(DIMENSIONS[name]), folder / f"{name}.parquet")
+        pq.write_table(t.cast(DIMENSIONS[name]), table_file(folder, name))
 
 
 def write_day(data_dir: Path, day: dt.date, size: SyntheticSize, seed: int = 0) -> Path:
     """Write one synthetic bronze day folder; returns it."""
     rng = np.random.default_rng([seed, day.toordinal()])
-    folder = Path(data_dir) / "bronze" / day.isoformat()
+    lay = DataLayout(Path(data_dir))
+    folder = lay.bronze(day)
     folder.mkdir(parents=True, exist_ok=True)
     start, tick = day_start_ms(day), size.tick_ms
     write_dimensions(folder, size)
@@ -123,7 +124,7 @@ def write_day(data_dir: Path, day: dt.date, size: SyntheticSize, seed: int = 0) 
         "viewers": rng.integers(0, 5_000, len(s_ch)), "revenue_window": rng.gamma(1.0, 100.0, len(s_ch)),
         "products_on_sale": on_sale})
     for event in EVENT_TYPES:
-        pq.write_table(tables[event], folder / f"{event}.parquet")
+        pq.write_table(tables[event], lay.bronze_table(day, event))
     return folder
 
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eliverec.errors import DataError
-from eliverec.features.bronze import day_dir, parse_date, read_dimension, read_event
+from eliverec.features.bronze import read_dimension, read_event
+from eliverec.layout import DataLayout, as_date, previous_days
 from eliverec.monitoring.columns import CATEGORICAL, NUMERICAL, PREDICTION, TARGETS_BINARY, TARGETS_NUMERICAL
 
 #: Latest behaviours whose categories are checked against the older part of a sequence (novelty).
@@ -39,13 +39,12 @@ def days_before(date: str, n: int) -> list[str]:
     >>> days_before("2026-09-03", 2)
     ['2026-09-01', '2026-09-02']
     """
-    d = parse_date(date)
-    return [(d - dt.timedelta(days=i)).isoformat() for i in range(n, 0, -1)]
+    return previous_days(date, n)
 
 
 def samples_path(data_dir: Path, date: str) -> Path:
     """``<data_dir>/features/<date>/samples.parquet``."""
-    return Path(data_dir) / "features" / date / "samples.parquet"
+    return DataLayout(Path(data_dir)).samples(date)
 
 
 # ----------------------------------------------------------------------------- drift
@@ -79,14 +78,14 @@ def sequence_summaries(seq: np.ndarray, target: np.ndarray, cat_field: int) -> d
 
 def _day_drift_rows(data_dir: Path, date: str, rows: np.ndarray) -> pd.DataFrame:
     """Drift columns of the given sample rows of one day (rows sorted ascending)."""
-    path = samples_path(data_dir, date)
-    tensors = path.parent / "tensors"
+    lay = DataLayout(Path(data_dir))
+    path, tensors = lay.samples(date), lay.tensors(date)
     table = pq.read_table(path, columns=[*_SAMPLE_COLUMNS, "request_id", "channel_id"]).take(pa.array(rows))
     df = table.to_pandas()
     try:
-        ps = np.load(tensors / "product_seq.npy", mmap_mode="r")
-        cs = np.load(tensors / "channel_seq.npy", mmap_mode="r")
-        ch = np.load(tensors / "channel.npy", mmap_mode="r")
+        ps = np.load(lay.tensor(date, "product_seq"), mmap_mode="r")
+        cs = np.load(lay.tensor(date, "channel_seq"), mmap_mode="r")
+        ch = np.load(lay.tensor(date, "channel"), mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise DataError(f"{tensors}: sequence tensors missing or unreadable ({exc}); "
                         f"rebuild with `eliverec features --end-date {date}`") from exc
@@ -173,7 +172,7 @@ def attach_scores(df: pd.DataFrame, data_dir: Path, dates: list[str]) -> pd.Data
     """Add the served ``score`` of each sampled impression (NaN where the service did not score it)."""
     parts = []
     for d in dates:
-        t = read_event(Path(data_dir), parse_date(d), "impression", ["request_id", "channel_id", PREDICTION])
+        t = read_event(Path(data_dir), as_date(d), "impression", ["request_id", "channel_id", PREDICTION])
         parts.append(t.filter(pc.is_valid(t[PREDICTION])).to_pandas())
     scores = pd.concat(parts, ignore_index=True).drop_duplicates(["request_id", "channel_id"])
     return df.merge(scores, on=["request_id", "channel_id"], how="left")
@@ -182,12 +181,12 @@ def attach_scores(df: pd.DataFrame, data_dir: Path, dates: list[str]) -> pd.Data
 # ----------------------------------------------------------------------------- bronze history
 def existing_days(data_dir: Path, dates: list[str]) -> list[str]:
     """The dates among ``dates`` that have a bronze folder."""
-    return [d for d in dates if day_dir(Path(data_dir), parse_date(d)).is_dir()]
+    return [d for d in dates if DataLayout(Path(data_dir)).bronze(d).is_dir()]
 
 
 def _counts(data_dir: Path, date: str, event: str, column: str) -> pd.Series:
     """Rows per value of ``column`` in one bronze event table of one day."""
-    t = read_event(Path(data_dir), parse_date(date), event, [column])
+    t = read_event(Path(data_dir), as_date(date), event, [column])
     vc = pc.value_counts(t[column].combine_chunks()) if t.num_rows else pa.array([], pa.struct(
         [("values", pa.string()), ("counts", pa.int64())]))
     return pd.Series(vc.field("counts").to_numpy(zero_copy_only=False),
@@ -212,7 +211,7 @@ def channel_frame(data_dir: Path, date: str, max_window: int, popularity_days: i
     history), ``trailing`` (impressions over the ``popularity_days`` before D) and ``tier``
     (``unpopular`` = the bottom half by ``trailing``, ties broken by channel id).
     """
-    day = parse_date(date)
+    day = as_date(date)
     catalogue = read_dimension(Path(data_dir), day, "channels")["channel_id"].to_pylist()
     imp = read_event(Path(data_dir), day, "impression", ["channel_id", "variant"]).to_pandas()
     ids = pd.Index(sorted(set(catalogue) | set(imp["channel_id"])), name="channel_id")
@@ -227,7 +226,7 @@ def channel_frame(data_dir: Path, date: str, max_window: int, popularity_days: i
     since = pd.Series(np.nan, index=ids)
     for d in have:  # oldest first: later days overwrite
         seen = _counts(data_dir, d, "impression", "channel_id")
-        lag = (day - parse_date(d)).days
+        lag = (day - as_date(d)).days
         since[since.index.isin(seen.index[seen.to_numpy() > 0])] = lag
     frame["days_since_exposure"] = since
     trailing = trailing_counts(data_dir, days_before(date, popularity_days), "impression", "channel_id")
@@ -254,7 +253,7 @@ def impression_frame(data_dir: Path, date: str, min_stay_ms: int, activity_days:
     """
     from eliverec.features.pointintime import visit_labels
 
-    day = parse_date(date)
+    day = as_date(date)
     imp = read_event(Path(data_dir), day, "impression", ["user_id", "request_id", "channel_id", "variant"])
     visits = {e: read_event(Path(data_dir), day, e, cols) for e, cols in (
         ("enter", ["user_id", "request_id", "channel_id"]),

@@ -37,7 +37,7 @@ import pandas as pd
 
 from eliverec.config import Settings
 from eliverec.errors import DataError, ValidationFailed
-from eliverec.features.bronze import day_dir, parse_date
+from eliverec.layout import as_date, date_folders
 from eliverec.monitoring import frames
 from eliverec.monitoring.columns import CATEGORICAL, NUMERICAL, PREDICTION, TARGETS_BINARY, TARGETS_NUMERICAL
 
@@ -55,12 +55,11 @@ def monitor_day(settings: Settings, date: str, workspace: bool = True, raise_on_
     """
     from rich.progress import Progress
 
-    parse_date(date)
-    data_dir = Path(settings.data_dir)
-    if not day_dir(data_dir, parse_date(date)).is_dir():
-        raise DataError(f"{day_dir(data_dir, parse_date(date))}: missing; run `eliverec ingest --date {date}` first")
+    as_date(date)
+    if not settings.layout.bronze(date).is_dir():
+        raise DataError(f"{settings.layout.bronze(date)}: missing; run `eliverec ingest --date {date}` first")
     started = time.perf_counter()
-    out = data_dir / "reports" / "monitoring" / date
+    out = settings.layout.reports("monitoring", date)
     out.mkdir(parents=True, exist_ok=True)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"monitor {date}", total=4)
@@ -86,10 +85,10 @@ def monitor_day(settings: Settings, date: str, workspace: bool = True, raise_on_
         from eliverec.monitoring.workspace import resolve
 
         summary["workspace"] = str(resolve(settings, settings.monitor.workspace))
-    summary["reports"]["json"] = str(out / "summary.json")
-    summary["reports"]["markdown"] = str(out / "summary.md")
-    (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2))
-    (out / "summary.md").write_text(markdown(summary))
+    files = settings.layout.report_files("monitoring", "summary", date)
+    summary["reports"]["json"], summary["reports"]["markdown"] = str(files["json"]), str(files["markdown"])
+    files["json"].write_text(json.dumps(_clean(summary), indent=2))
+    files["markdown"].write_text(markdown(summary))
     if failures and raise_on_alarm:
         raise ValidationFailed(f"monitoring {date} failed {len(failures)} test(s) (reports in {out}):\n  - "
                                + "\n  - ".join(failures))
@@ -106,8 +105,8 @@ def reference_dates(settings: Settings, date: str) -> tuple[list[str], int]:
 
 def monitorable_days(settings: Settings, date: str) -> list[str]:
     """Days up to ``date`` (oldest first) with samples and at least one reference day with samples (a backfill)."""
-    root = Path(settings.data_dir) / "features"
-    dated = sorted(p.parent.name for p in root.glob("*/samples.parquet")) if root.is_dir() else []
+    root = settings.layout.features()
+    dated = [d for d in date_folders(root) if settings.layout.samples(d).is_file()]
     days = [d for d in dated if d <= date and reference_dates(settings, d)[0]]
     if not days:
         raise DataError(f"{root}: no day up to {date} has samples and reference samples before it; "
@@ -218,7 +217,7 @@ def _drift_inputs(settings: Settings, date: str) -> tuple[pd.DataFrame, list[str
     m, data_dir = settings.monitor, Path(settings.data_dir)
     ref_days, asked = reference_dates(settings, date)
     if not ref_days:
-        raise DataError(f"no reference samples in the {asked} days before {date} under {data_dir / 'features'}; "
+        raise DataError(f"no reference samples in the {asked} days before {date} under {settings.layout.features()}; "
                         f"build a window ending at {date} (`eliverec features --end-date {date}`)")
     cur_frames, cur_counts = frames.day_frames(data_dir, [date], m.sample_rows, settings.seed)
     ref_frames, ref_counts = frames.day_frames(data_dir, ref_days, m.sample_rows, settings.seed)

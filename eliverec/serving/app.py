@@ -39,7 +39,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -297,7 +296,7 @@ def build_service(settings: Settings) -> Service:
     admin, producer = service_tokens(settings)
     state = OnlineState(settings.features.seq_len, settings.features.min_stay_ms, s.max_users, s.max_channels)
     svc = Service(settings=settings, state=state,
-                  models=ModelManager(settings), log=ServingLog(Path(settings.data_dir) / "raw", s.log_flush_ms,
+                  models=ModelManager(settings), log=ServingLog(settings.layout.raw(), s.log_flush_ms,
                                                                 retries=s.log_retries, max_pending=s.log_max_pending),
                   metrics=Metrics(s.latency_window), allocation=with_share(
                       settings.ab.experiment, settings.ab.salt, settings.ab.buckets, 0.0), token=admin,

@@ -22,6 +22,7 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eliverec.data.atomic import write_bytes_atomic
+from eliverec.layout import DataLayout, allocation_history
 
 Variant = Literal["champion", "challenger"]
 VARIANTS: tuple[str, str] = ("champion", "challenger")
@@ -117,7 +118,7 @@ def with_share(experiment: str, salt: str, buckets: int, percent: float, by: str
 
 def allocation_path(data_dir: Path) -> Path:
     """``<data_dir>/serving/allocation.json``."""
-    return Path(data_dir) / "serving" / "allocation.json"
+    return DataLayout(Path(data_dir)).allocation()
 
 
 def load_allocation(path: Path, default: Allocation) -> Allocation:
@@ -137,5 +138,5 @@ def save_allocation(path: Path, allocation: Allocation) -> None:
     """Write atomically and append the change to ``allocation_history.jsonl`` beside it."""
     data = allocation.model_dump_json(indent=2).encode()
     write_bytes_atomic(path, data)
-    with (path.parent / "allocation_history.jsonl").open("a", encoding="utf-8") as fh:
+    with allocation_history(path).open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(allocation.model_dump(mode="json"), sort_keys=True) + "\n")

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from eliverec.errors import EliverecError
+from eliverec.layout import partition, serving_log_name
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class ServingLog:
 
     def path(self, date: str) -> Path:
         """The file of one date."""
-        return self.raw_dir / date / f"events-serving-{self.instance}.jsonl"
+        return partition(self.raw_dir, date) / serving_log_name(self.instance)
 
     def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Queue rows (each has ``ts``); cheap enough for the request path. Raises :class:`LogUnavailable`

@@ -27,6 +27,7 @@ import torch
 
 from eliverec.config import Settings
 from eliverec.features.hashing import FeatureSpec
+from eliverec.store import use_store
 from eliverec.training.checkpoint import load
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,7 @@ def load_version(settings: Settings, alias: str, version: str) -> LoadedModel:
 
     name = settings.tracking.registered_model
     uri = f"models:/{name}/{version}"
-    mlflow.set_tracking_uri(settings.tracking.uri)
-    mlflow.set_registry_uri(settings.tracking.uri)
+    use_store(settings.tracking.uri)
     with tempfile.TemporaryDirectory(prefix="eliverec-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
         wrapper = mlflow.pyfunc.load_model(local).unwrap_python_model()

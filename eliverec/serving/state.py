@@ -30,6 +30,7 @@ import torch
 
 from eliverec.features.hashing import FeatureSpec
 from eliverec.features.online import ChannelState, UserHistory, request_features
+from eliverec.layout import DataLayout, date_folders, table_file
 
 log = logging.getLogger(__name__)
 STATS_KEPT = 4  # stats snapshots kept per channel (the latest before a request is used)
@@ -144,8 +145,9 @@ class OnlineState:
 
         Dimensions come from the latest partition. Returns the dates used (none: an empty state).
         """
-        root = Path(data_dir) / "bronze"
-        dates = sorted(p.name for p in root.glob("????-??-??") if p.is_dir()) if root.is_dir() else []
+        lay = DataLayout(Path(data_dir))
+        root = lay.bronze()
+        dates = date_folders(root)
         if until_ms is not None:
             last = dt.datetime.fromtimestamp(until_ms / 1000, dt.UTC).date().isoformat()
             dates = [d for d in dates if d <= last]
@@ -153,15 +155,15 @@ class OnlineState:
         if not dates:
             log.warning("no bronze partitions under %s: the online state starts empty", root)
             return []
-        self.dims = read_dimensions(root / dates[-1])
+        self.dims = read_dimensions(lay.bronze(dates[-1]))
         for date in dates:
-            self._warm_day(root / date, until_ms)
+            self._warm_day(lay.bronze(date), until_ms)
         self.warmed_from = dates
         return dates
 
     def _warm_day(self, folder: Path, until_ms: int | None) -> None:
         def read(name: str, cols: list[str]) -> pa.Table | None:
-            path = folder / f"{name}.parquet"
+            path = table_file(folder, name)
             if not path.is_file():
                 return None
             t = pq.read_table(path, columns=cols)
@@ -202,7 +204,7 @@ def read_dimensions(folder: Path) -> Dimensions:
     """Dimension lookups from one bronze partition (absent tables give empty lookups)."""
 
     def table(name: str) -> list[dict[str, Any]]:
-        path = folder / f"{name}.parquet"
+        path = table_file(folder, name)
         return pq.read_table(path).to_pylist() if path.is_file() else []
 
     users = {str(r["user_id"]): {k: r.get(k) for k in ("gender", "age_bucket", "city_tier", "register_days")}

@@ -12,7 +12,6 @@ whole batch by numpy fancy indexing, so the loader pairs it with a ``BatchSample
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from torch.utils.data import Dataset
 
 from eliverec.errors import DataError
 from eliverec.features.batch import LABELS
+from eliverec.layout import DataLayout, date_folders, is_date, previous_days
 
 BATCH_KEYS: tuple[str, ...] = (
     "user", "profile", "context", "position", "channel", "dynamic", "dynamic_cats",
@@ -104,40 +104,14 @@ class TrainingData:
     spec_path: Path | None = None
 
 
-def features_root(data_dir: Path) -> Path:
-    """``<data_dir>/features``."""
-    return Path(data_dir) / "features"
-
-
 def available_dates(data_dir: Path) -> list[str]:
     """Feature days present under ``<data_dir>/features`` (sorted)."""
-    root = features_root(data_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_date(p.name))
-
-
-def _is_date(text: str) -> bool:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-def previous_days(end_date: str, n: int) -> list[str]:
-    """The ``n`` days before ``end_date`` (oldest first).
-
-    >>> previous_days("2026-09-03", 2)
-    ['2026-09-01', '2026-09-02']
-    """
-    end = dt.date.fromisoformat(end_date)
-    return [(end - dt.timedelta(days=i)).isoformat() for i in range(n, 0, -1)]
+    return date_folders(DataLayout(Path(data_dir)).features())
 
 
 def day_dir(data_dir: Path, date: str) -> Path:
     """The feature folder of one day; a clear :class:`DataError` when it is missing."""
-    folder = features_root(data_dir) / date
+    folder = DataLayout(Path(data_dir)).features(date)
     if not folder.is_dir():
         have = available_dates(data_dir)
         got = f"available days: {', '.join(have)}" if have else "no feature days exist yet"
@@ -195,24 +169,26 @@ def load_training_data(data_dir: Path, end_date: str | None, train_days: int, va
     ``end_date`` None picks the latest feature day as the test day.
     """
     data_dir = Path(data_dir)
+    lay = DataLayout(data_dir)
+    features = lay.features()
     if end_date is None:
         have = available_dates(data_dir)
         if len(have) < 2:
             raise DataError(
-                f"{features_root(data_dir)}: need at least two feature days (train + test), found {len(have)}; "
+                f"{features}: need at least two feature days (train + test), found {len(have)}; "
                 "run `eliverec features` first or pass --end-date"
             )
         end_date = have[-1]
-    elif not _is_date(end_date):
+    elif not is_date(end_date):
         raise DataError(f"bad end date '{end_date}': expected YYYY-MM-DD")
     wanted = previous_days(end_date, train_days)
-    present = [d for d in wanted if (features_root(data_dir) / d).is_dir()]
+    present = [d for d in wanted if lay.features(d).is_dir()]
     if not present:
         day_dir(data_dir, wanted[-1])  # raises the clear error
     full = load_days(data_dir, present)
     train_pos, val_pos = time_ordered_split(full, val_share)
     if len(train_pos) == 0:
-        raise DataError(f"no training samples in {', '.join(present)} under {features_root(data_dir)}")
-    spec_path = find_spec(features_root(data_dir) / present[-1])
+        raise DataError(f"no training samples in {', '.join(present)} under {features}")
+    spec_path = find_spec(lay.features(present[-1]))
     spec = json.loads(spec_path.read_text()) if spec_path else {}
     return TrainingData(full.subset(train_pos), full.subset(val_pos), present, end_date, spec, spec_path)

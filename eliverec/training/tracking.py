@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from eliverec.config import Settings, TrackingConfig
+from eliverec.layout import sqlite_artifacts
+from eliverec.store import use_store
 
 _PARENT_RUN: ContextVar[str | None] = ContextVar("eliverec_parent_run", default=None)
 
@@ -57,9 +59,9 @@ def artifact_location(uri: str) -> str | None:
     >>> artifact_location("sqlite:////tmp/x/mlflow.db")
     'file:///tmp/x/artifacts'
     """
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        return (Path(uri[len(prefix) :]).parent / "artifacts").resolve().as_uri()
+    artifacts = sqlite_artifacts(uri)
+    if artifacts is not None:
+        return artifacts.resolve().as_uri()
     if uri.startswith("file:") or "://" not in uri:
         return None
     return None
@@ -71,7 +73,7 @@ def setup_experiment(cfg: TrackingConfig) -> str:
 
     if cfg.uri.startswith("sqlite:///"):
         Path(cfg.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(cfg.uri)
+    use_store(cfg.uri)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is not None:

@@ -521,7 +521,7 @@ def fit(settings: Settings, data: TrainingData, ctx: DistContext, *, run_name: s
     """Train on prepared data (the part of :func:`train` after data loading)."""
     from eliverec.training.tracking import Tracker
 
-    ckpt_dir = Path(settings.data_dir) / "checkpoints" / run_name
+    ckpt_dir = settings.layout.checkpoints(run_name)
     latest = ckpt_dir / ckpt.LATEST
     set_threads(settings)
     seed_everything(settings.seed)

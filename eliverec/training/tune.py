@@ -252,7 +252,7 @@ class _Study:
         except EliverecError as exc:
             return TrialRecord(number, "FAIL", None, values, time.perf_counter() - started, error=str(exc))
         finally:
-            shutil.rmtree(Path(self.base.data_dir) / "checkpoints" / name, ignore_errors=True)
+            shutil.rmtree(self.base.layout.checkpoints(name), ignore_errors=True)
         auc = float(res.metrics.get("val/auc", math.nan))
         ok = math.isfinite(auc)
         return TrialRecord(number, "COMPLETE" if ok else "FAIL", auc if ok else None, values,
@@ -358,9 +358,8 @@ def _report(base: Settings, result: TuneResult, data: TrainingData, trials: int,
 
     from eliverec.training.params_file import write_tuned
 
-    out = Path(base.data_dir) / "reports" / "tune"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{result.model}.json", "markdown": out / f"{result.model}.md"}
+    paths = base.layout.report_files("tune", result.model)
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
     written: list[str] | None = None
     try:
         if write_params is not None:

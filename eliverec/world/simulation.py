@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from eliverec.config import Settings
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES
 from eliverec.errors import DataError
+from eliverec.layout import table_file
 from eliverec.world.entities import AGE_BUCKETS, CITY_TIERS, GENDERS, TAG_DAY, rng_for
 from eliverec.world.world import DAY_MS, ENTER_DELAY_MS, POSITION_GAP_MS, SCENES, DayState, World
 
@@ -121,7 +122,7 @@ def write_dimensions(world: World, folder: Path, index: int) -> None:
     for name, cols in tables.items():
         table = pa.table({k: pa.array(v, type=DIMENSIONS[name].field(k).type) for k, v in cols.items()},
                          schema=DIMENSIONS[name])
-        pq.write_table(table, folder / f"{name}.parquet", compression="zstd")
+        pq.write_table(table, table_file(folder, name), compression="zstd")
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
@@ -394,7 +395,7 @@ def simulate(settings: Settings, days: int | None = None, users: int | None = No
 
     t0 = time.perf_counter()
     world = World.from_settings(settings, n_users=users, seed=seed, days=days)
-    raw_dir = Path(out_dir) if out_dir is not None else Path(settings.data_dir) / "raw"
+    raw_dir = Path(out_dir) if out_dir is not None else settings.layout.raw()
     raw_dir.mkdir(parents=True, exist_ok=True)
     chunk = settings.world.chunk_users
     n_chunks = -(-world.n_users // chunk)

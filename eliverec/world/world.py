@@ -22,6 +22,7 @@ from functools import cached_property
 import numpy as np
 
 from eliverec.config import Settings, WorldConfig
+from eliverec.layout import DAY_MS
 from eliverec.world import behaviour
 from eliverec.world.entities import (
     TAG_CALIB,
@@ -37,7 +38,6 @@ from eliverec.world.entities import (
     rng_for,
 )
 
-DAY_MS = 86_400_000
 #: Probability that a feed is cut short by 0, 1, 2, 3 positions (the user stops scrolling).
 FEED_CUT = np.array([0.8, 0.1, 0.06, 0.04])
 #: Delay between an impression and the enter event; between feed positions.

@@ -14,8 +14,9 @@ import pytest
 
 from eliverec.config import load_settings
 from eliverec.errors import DataError
-from eliverec.features.build import build_features, features_dir
+from eliverec.features.build import build_features
 from eliverec.features.hashing import FeatureSpec
+from eliverec.layout import DataLayout
 from tests.conftest import PARAMS
 from tests.features.scenario import D1, D2, D3, T1, T3, write_scenario
 
@@ -31,7 +32,7 @@ def scenario(tmp_path):
 
 
 def load_day(settings, day):
-    folder = features_dir(settings.data_dir, day)
+    folder = DataLayout(settings.data_dir).features(day)
     arrays = {p.stem: np.load(p, mmap_mode="r") for p in (folder / "tensors").glob("*.npy")}
     return pq.read_table(folder / "samples.parquet").to_pandas(), arrays
 
@@ -114,12 +115,12 @@ def test_split_has_no_time_overlap_and_summaries(scenario):
     test, _ = load_day(scenario, D3)
     assert train["ts"].max() < test["ts"].min()
     assert train["ts"].max() == pytest.approx(T1 + 3_600_000) and test["ts"].min() == T3
-    summary = json.loads((features_dir(scenario.data_dir, D2) / "_summary.json").read_text())
+    summary = json.loads((DataLayout(scenario.data_dir).features(D2) / "_summary.json").read_text())
     assert summary["rows"] == 3 and summary["split"] == "train"
     assert summary["label_rates"]["watch"] == pytest.approx(1 / 3, abs=1e-5)
     assert summary["mean_product_len"] == pytest.approx(2.0) and summary["mean_channel_len"] == pytest.approx(2 / 3,
                                                                                                            abs=1e-3)
-    spec = FeatureSpec.load(features_dir(scenario.data_dir, D2) / "feature_spec.json")
+    spec = FeatureSpec.load(DataLayout(scenario.data_dir).features(D2) / "feature_spec.json")
     assert spec.spec_hash == result["spec_hash"] == summary["spec_hash"]
     assert not [p for p in (scenario.data_dir / "features").iterdir() if p.name.startswith(".")]  # no temp leftovers
 

@@ -11,9 +11,10 @@ import torch
 from eliverec.config import load_settings
 from eliverec.errors import DataError
 from eliverec.features.batch import random_batch
-from eliverec.features.build import build_features, features_dir
+from eliverec.features.build import build_features
 from eliverec.features.dataset import FeatureDataset
 from eliverec.features.synthetic import SyntheticSize, write_days
+from eliverec.layout import DataLayout
 from tests.conftest import PARAMS
 
 DAYS = ["2026-09-01", "2026-09-02", "2026-09-03"]
@@ -49,7 +50,7 @@ def test_rows_come_back_in_the_requested_order_across_days(built):
     single = [ds[int(r)] for r in rows]
     for k in b:
         torch.testing.assert_close(b[k], torch.stack([s[k] for s in single]), msg=k)
-    test_user = np.load(features_dir(built.data_dir, DAYS[2]) / "tensors" / "user.npy")
+    test_user = np.load(DataLayout(built.data_dir).features(DAYS[2]) / "tensors" / "user.npy")
     assert b["user"][0] == int(test_user[239]) and b["user"][2] == int(test_user[0])
 
 
@@ -70,7 +71,7 @@ def test_bad_input(built, tmp_path):
     ds = FeatureDataset(built.data_dir, [DAYS[1]])
     with pytest.raises(IndexError):
         ds[np.array([len(ds)])]
-    spec_path = features_dir(built.data_dir, DAYS[2]) / "feature_spec.json"
+    spec_path = DataLayout(built.data_dir).features(DAYS[2]) / "feature_spec.json"
     original = spec_path.read_text()
     try:
         data = json.loads(original)

@@ -8,9 +8,10 @@ import pytest
 
 from eliverec.config import load_settings
 from eliverec.errors import ValidationFailed
-from eliverec.features.build import build_features, features_dir
+from eliverec.features.build import build_features
 from eliverec.features.expectations import validate_samples
 from eliverec.features.synthetic import SyntheticSize, write_days
+from eliverec.layout import DataLayout
 from tests.conftest import PARAMS
 
 
@@ -28,7 +29,7 @@ def test_suite_passes_then_fails_on_corruption(built):
     build_features(built, "2026-09-02", 1)
     ok = validate_samples(built, "2026-09-02")
     assert ok["success"] and ok["n_expectations"] > 30 and ok["rows"] == 400
-    path = features_dir(built.data_dir, "2026-09-02") / "samples.parquet"
+    path = DataLayout(built.data_dir).features("2026-09-02") / "samples.parquet"
     t = pq.read_table(path)
     bad_len = pa.array([99] * t.num_rows, pa.int32())  # longer than seq_len and not the non-pad count
     bad_id = pa.array([built.features.vocab["channel"]] * t.num_rows, pa.int32())  # outside [1, vocab)

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from eliverec.config import load_settings
-from eliverec.features.build import build_features, features_dir
+from eliverec.features.build import build_features
 from eliverec.features.hashing import FeatureSpec
 from eliverec.features.online import ChannelState, UserHistory, request_features
 from eliverec.features.synthetic import SyntheticSize, write_days
+from eliverec.layout import DataLayout
 from tests.conftest import PARAMS
 
 DAYS = ["2026-09-01", "2026-09-02", "2026-09-03"]
@@ -86,7 +87,7 @@ def reference_row(spec, bronze, dims, row, day):
 @pytest.mark.parametrize("day", DAYS[1:])
 def test_offline_matches_reference(world, day):
     settings, spec, bronze, dims = world
-    folder = features_dir(settings.data_dir, day)
+    folder = DataLayout(settings.data_dir).features(day)
     df = pq.read_table(folder / "samples.parquet").to_pandas()
     a = {k: np.load(folder / "tensors" / f"{k}.npy") for k in ("product_seq", "product_len", "channel_seq",
                                                                 "channel_len", "dynamic", "watch", "stay_time",
@@ -109,7 +110,7 @@ def test_online_matches_offline(world):
     """Online/offline parity: the serving path, fed the raw events known so far, builds the same tensors."""
     settings, spec, bronze, dims = world
     day = DAYS[2]
-    folder = features_dir(settings.data_dir, day)
+    folder = DataLayout(settings.data_dir).features(day)
     df = pq.read_table(folder / "samples.parquet").to_pandas()
     offline = {k: np.load(folder / "tensors" / f"{k}.npy") for k in ("user", "profile", "context", "position",
                                                                       "channel", "dynamic", "dynamic_cats",
