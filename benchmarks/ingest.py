@@ -8,6 +8,11 @@ of the parent and of its worker processes) on:
   JSON, wrong types, empty ids, negative stays, out-of-day times, exact duplicates), at 1M and 5M
   lines and two chunk sizes, to show that memory follows ``ingest.chunk_bytes``, not the day.
 
+Each day runs through both parsers in the same run (issue 18): ``line by line`` (orjson per line,
+``ingest.fast_parse=false``, the path before issue 18) and ``chunk`` (pyarrow's JSON reader per
+chunk, orjson only for the lines it cannot judge); the speed-up column is chunk / line-by-line at
+the same workers and chunk size.
+
 Run: ``.venv/bin/python benchmarks/ingest.py [--quick]``; writes ``benchmarks/results/ingest.{json,md}``.
 """
 
@@ -133,6 +138,18 @@ def simulated_day(root: Path) -> str | None:
         return None
 
 
+PARSERS = ("line by line", "chunk")
+
+
+def _speedups(cases: list[dict]) -> None:
+    """Chunk-parser lines/s over line-by-line lines/s for the same day, workers and chunk size."""
+    base = {(c["day"], c["workers"], c["chunk_mb"]): c for c in cases if c["parser"] == PARSERS[0]}
+    for c in cases:
+        b = base.get((c["day"], c["workers"], c["chunk_mb"]))
+        if c["parser"] == PARSERS[1] and b and "error" not in b and "error" not in c:
+            c["speedup"] = f"{c['lines_per_s'] / b['lines_per_s']:.2f}x"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller days (200k and 1M lines)")
@@ -150,18 +167,22 @@ def main() -> None:
             global DATE
             saved, DATE = DATE, date
             for workers in (1, 2):
-                r = run_case(sim_root, [f"ingest.workers={workers}"])
-                cases.append({"day": f"simulated default profile ({date}, gzip)", "workers": workers,
-                              "chunk_mb": 32} | r)  # fmt: skip
-                print(cases[-1], flush=True)
+                for parser in PARSERS:
+                    r = run_case(sim_root, [f"ingest.workers={workers}", f"ingest.fast_parse={parser == 'chunk'}"])
+                    cases.append({"day": f"simulated default profile ({date}, gzip)", "parser": parser,
+                                  "workers": workers, "chunk_mb": 32} | r)  # fmt: skip
+                    print(cases[-1], flush=True)
             DATE = saved
         for n in sizes:
             root = tmp / f"syn{n}"
             write_synthetic_day(root, n)
             for workers, chunk in ((1, 32), (2, 32), (2, 8)):
-                r = run_case(root, [f"ingest.workers={workers}", f"ingest.chunk_bytes={chunk * 2**20}"])
-                cases.append({"day": f"synthetic {n:,} lines, 1% bad", "workers": workers, "chunk_mb": chunk} | r)
-                print(cases[-1], flush=True)
+                for parser in PARSERS:
+                    over = [f"ingest.workers={workers}", f"ingest.chunk_bytes={chunk * 2**20}"]
+                    r = run_case(root, over + [f"ingest.fast_parse={parser == 'chunk'}"])
+                    cases.append({"day": f"synthetic {n:,} lines, 1% bad", "parser": parser, "workers": workers,
+                                  "chunk_mb": chunk} | r)  # fmt: skip
+                    print(cases[-1], flush=True)
             shutil.rmtree(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -172,13 +193,15 @@ def main() -> None:
     (out / "ingest.json").write_text(
         json.dumps({"machine": machine, "quick": a.quick, "cases": cases}, indent=2) + "\n"
     )
+    _speedups(cases)
     lines = ["# Ingest throughput", "", f"{machine['cores']} cores, {machine['cpu']} ({machine['note']}).", "",
-             "| day | workers | chunk MB | lines | raw MB | s | lines/s | RSS MB before / peak main / peak worker "
-             "| quarantine |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    lines += [f"| {c['day']} | {c['workers']} | {c['chunk_mb']} | {c['lines']:,} | {c['raw_mb']} | {c['seconds']} | "
-              f"{c['lines_per_s']:,} | {c['rss_before_mb']} / {c['peak_rss_mb']} / {c['peak_rss_worker_mb']} | "
-              f"{c['quarantine_rate']:.2%} |" if "error" not in c else
-              f"| {c['day']} | {c['workers']} | {c['chunk_mb']} | failed: {c['error']} ||||||"
+             "| day | parser | workers | chunk MB | lines | raw MB | s | lines/s | speed-up | RSS MB before / peak "
+             "main / peak worker | quarantine |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [f"| {c['day']} | {c['parser']} | {c['workers']} | {c['chunk_mb']} | {c['lines']:,} | {c['raw_mb']} | "
+              f"{c['seconds']} | {c['lines_per_s']:,} | {c.get('speedup', '')} | {c['rss_before_mb']} / "
+              f"{c['peak_rss_mb']} / {c['peak_rss_worker_mb']} | {c['quarantine_rate']:.2%} |" if "error" not in c else
+              f"| {c['day']} | {c['parser']} | {c['workers']} | {c['chunk_mb']} | failed: {c['error']} |||||||"
               for c in cases]  # fmt: skip
     (out / "ingest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -152,11 +152,23 @@ def _convert(col: list[object] | pa.Array, kind: str, values: Callable[[], list]
             ),
         }[kind]
         if fast:
-            return arr.cast(_target(kind)), np.zeros(n, bool)
+            out = arr.cast(_target(kind))
+            return null_elements_bad(out) if kind == "id_list" else (out, np.zeros(n, bool))
     if isinstance(col, pa.Array):
         assert values is not None
         col = values()
     return _convert_slow(col, kind)
+
+
+def null_elements_bad(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A list of ids holding a null is a wrong type (as in the per-value check): nulled, and flagged."""
+    bad = np.zeros(len(arr), bool)
+    flat = pc.list_flatten(arr)
+    if flat.null_count:
+        parents = pc.list_parent_indices(arr).to_numpy()
+        bad[parents[_mask(flat.is_null())]] = True
+        arr = pc.if_else(pa.array(bad), pa.nulls(len(arr), arr.type), arr)
+    return arr, bad
 
 
 def _convert_slow(col: list[object], kind: str) -> tuple[pa.Array, np.ndarray]:
@@ -222,11 +234,20 @@ def _out_of_range(name: str, arr: pa.Array) -> np.ndarray:
     return np.zeros(len(arr), bool)
 
 
-def parse_lines(lines: list[bytes], rules: Rules, file: str, file_idx: int, first_line: int) -> ParsedChunk:
+def parse_lines(
+    lines: list[bytes],
+    rules: Rules,
+    file: str,
+    file_idx: int,
+    first_line: int,
+    line_numbers: np.ndarray | None = None,
+) -> ParsedChunk:
     """Parse and validate ``lines`` (raw bytes, newline removed) of one file.
 
-    ``first_line`` is the 1-based line number of ``lines[0]`` in ``file``. Accepted rows keep the
-    lineage columns ``_file`` (= ``file_idx``) and ``_line`` for deduplication.
+    ``first_line`` is the 1-based line number of ``lines[0]`` in ``file`` (or ``line_numbers``
+    gives each line's number, for lines that are not consecutive). Accepted rows keep the lineage
+    columns ``_file`` (= ``file_idx``) and ``_line`` for deduplication. Every line is judged on its
+    own: the result for a line does not depend on the other lines of the call.
 
     >>> rules = Rules(max_id_len=8, ts_min=0, ts_max=10**13)
     >>> ok = b'{"event":"enter","event_id":"e1","ts":5,"user_id":"u","request_id":"r","channel_id":7}'
@@ -255,7 +276,11 @@ def parse_lines(lines: list[bytes], rules: Rules, file: str, file_idx: int, firs
     ev_idx = np.asarray(ev.fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
     reason[rows[~known]] = _CODE["unknown_event"]
 
-    line_no = np.arange(first_line, first_line + n, dtype=np.int64)
+    line_no = (
+        np.arange(first_line, first_line + n, dtype=np.int64)
+        if line_numbers is None
+        else np.asarray(line_numbers, np.int64)
+    )
     tables: dict[str, pa.Table] = {}
     for e, event in enumerate(EVENT_TYPES):
         idx = rows[ev_idx == e]
@@ -266,8 +291,8 @@ def parse_lines(lines: list[bytes], rules: Rules, file: str, file_idx: int, firs
         field[idx] = g_field
         keep = g_reason == 0
         if keep.any():
-            tables[event] = _accepted(event, cols, keep, idx[keep], file_idx, line_no)
-    return ParsedChunk(tables, _quarantine(lines, reason, field, file, line_no), _counts(reason))
+            tables[event] = accepted_table(event, cols, keep, idx[keep], file_idx, line_no)
+    return ParsedChunk(tables, quarantine_table(lines, reason, field, file, line_no), reason_counts(reason))
 
 
 def _extract(dicts: list[dict[str, object]], required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, list]:
@@ -320,16 +345,34 @@ def _columns(dicts: list[dict[str, object]], required: tuple[str, ...], optional
 
 def _check_group(event: str, dicts: list[dict[str, object]], rules: Rules) -> tuple[np.ndarray, np.ndarray, dict]:
     """Reason code and failing field per row of one event type, and the typed columns."""
-    n = len(dicts)
     required, optional = REQUIRED[event], OPTIONAL.get(event, ())
     raw = _columns(dicts, required, optional)
     cols: dict[str, pa.Array] = {}
+    bad: dict[str, np.ndarray] = {}
+    for name in (*required, *optional):
+        getter = lambda f=name: [d.get(f) for d in dicts]  # noqa: E731
+        cols[name], bad[name] = _convert(raw[name], _KIND[name], getter)  # type: ignore[misc]
+    reason, field = check_columns(event, cols, bad, rules)
+    return reason, field, cols
+
+
+def check_columns(
+    event: str, cols: dict[str, pa.Array], bad_types: dict[str, np.ndarray] | None, rules: Rules
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reason code (0 = accepted) and failing field index per row of one event type.
+
+    ``cols`` holds the event type's fields already typed per :func:`_target` (nulls where absent),
+    ``bad_types`` the rows whose value had a wrong type (None: no such row).
+    """
+    required, optional = REQUIRED[event], OPTIONAL.get(event, ())
+    n = len(cols[required[0]])
     checks: dict[str, list[tuple[int, np.ndarray]]] = {c: [] for c in _ROW_CHECKS}
+    no_bad = np.zeros(n, bool)
     for name in (*required, *optional):
         fi = FIELDS.index(name)
         kind = _KIND[name]
-        arr, bad_type = _convert(raw[name], kind, lambda f=name: [d.get(f) for d in dicts])  # type: ignore[misc]
-        cols[name] = arr
+        arr = cols[name]
+        bad_type = no_bad if bad_types is None else bad_types[name]
         present = _mask(arr.is_valid())
         if name in required:
             checks["missing_field"].append((fi, ~present & ~bad_type))
@@ -347,13 +390,13 @@ def _check_group(event: str, dicts: list[dict[str, object]], rules: Rules) -> tu
             sel = fail & (reason == 0)
             reason[sel] = _CODE[code]
             field[sel] = fi
-    return reason, field, cols
+    return reason, field
 
 
 _ROW_CHECKS = ("missing_field", "bad_type", "bad_id", "out_of_range", "ts_out_of_day")
 
 
-def _accepted(
+def accepted_table(
     event: str,
     cols: dict[str, pa.Array],
     keep: np.ndarray,
@@ -386,7 +429,7 @@ def _syntax_reason(line: bytes) -> str:
     return "not_json"
 
 
-def _counts(reason: np.ndarray) -> dict[str, int]:
+def reason_counts(reason: np.ndarray) -> dict[str, int]:
     codes, counts = np.unique(reason[reason > 0], return_counts=True)
     return {REASONS[c - 1]: int(k) for c, k in zip(codes, counts, strict=True)}
 
@@ -409,7 +452,10 @@ def quarantine_rows(
     )
 
 
-def _quarantine(lines: list[bytes], reason: np.ndarray, field: np.ndarray, file: str, line_no: np.ndarray) -> pa.Table:
+def quarantine_table(
+    lines: list[bytes], reason: np.ndarray, field: np.ndarray, file: str, line_no: np.ndarray
+) -> pa.Table:
+    """Quarantine rows of the lines with a reason (``reason > 0``), in line order."""
     bad = np.flatnonzero(reason)
     return quarantine_rows(
         file,

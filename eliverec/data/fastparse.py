@@ -1,0 +1,224 @@
+"""Fast path of :func:`~eliverec.data.parse.parse_lines` for a chunk of whole lines (issue 18).
+
+:func:`parse_chunk` parses a chunk (its lines joined by ``\\n``) with pyarrow's JSON reader,
+typed by the contract (:data:`~eliverec.data.parse.FIELDS`), and runs the checks of
+:func:`~eliverec.data.parse.check_columns` on whole columns. Only lines the vectorised reader cannot
+judge exactly as :func:`~eliverec.data.parse.parse_lines` does go through ``parse_lines`` (orjson,
+line by line); the result (tables, quarantine in line order, counts) is the same as
+``parse_lines`` on the whole chunk. Those lines are found in two ways:
+
+- screened before reading (numpy over the chunk's bytes): blank lines, a line not of the form
+  ``{...}`` (leading or trailing whitespace, truncated JSON, a byte order mark), a ``}`` inside a
+  line (several objects on one line, nested objects), ``NaN``/``Infinity`` literals, lines longer
+  than :data:`SCREEN_LINE_BYTES` that hold very deep nesting or a number too long for a double
+  (orjson rejects those; pyarrow would ignore them in an unknown field), and the whole chunk when
+  it is not valid UTF-8;
+- reported by the reader: a type conflict or syntax error names its row; a conversion error that
+  does not is found by halving the range until one line is left.
+
+With the screens, every line that reaches the reader is one object, so a row is a line.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from eliverec.data.parse import (
+    _KIND,
+    FIELDS,
+    LINEAGE,
+    QUARANTINE_SCHEMA,
+    REASONS,
+    ParsedChunk,
+    Rules,
+    _target,
+    accepted_table,
+    check_columns,
+    null_elements_bad,
+    parse_lines,
+    quarantine_table,
+    reason_counts,
+)
+from eliverec.data.schemas import EVENT_TYPES, OPTIONAL, REQUIRED
+
+#: Lines longer than this get per-line screens (deep nesting, overlong numbers) before the reader.
+SCREEN_LINE_BYTES = 300
+_SCHEMA = pa.schema([("event", pa.string())] + [(f, _target(_KIND[f])) for f in FIELDS])
+_PARSE = pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
+_ROW = re.compile(r"in row (\d+)")
+_LONG_NUMBER = re.compile(rb"\d{300}")
+_MAX_DEPTH = 1000  # orjson refuses deeper documents (its limit is 1024)
+_WINDOW = 1 << 14  # lines per reader call: a failure re-reads at most this many lines
+
+
+def parse_chunk(data: bytes, rules: Rules, file: str, file_idx: int, first_line: int) -> ParsedChunk:
+    """Parse and validate the lines of ``data`` (joined by ``\\n``, no final newline) of one file.
+
+    Same result as ``parse_lines(data.split(b"\\n"), rules, file, file_idx, first_line)``.
+    """
+    if not data or not _utf8(data):
+        return parse_lines(data.split(b"\n"), rules, file, file_idx, first_line)
+    view = np.frombuffer(data, np.uint8)
+    nl = np.flatnonzero(view == 10)
+    starts = np.r_[0, nl + 1].astype(np.int64)
+    ends = np.r_[nl, len(data)].astype(np.int64)
+    suspect = _screen(data, view, starts, ends)
+    good = np.flatnonzero(~suspect)
+    buf = _joined(view, starts[good], ends[good])
+    offsets = np.r_[0, np.cumsum(ends[good] - starts[good] + 1)]
+    tables, failed = _read_lines(pa.py_buffer(buf), offsets)
+    if tables is None:  # the reader disagrees with the screens: judge every line the slow way
+        return parse_lines(data.split(b"\n"), rules, file, file_idx, first_line)
+    suspect[good[failed]] = True
+    fast = np.delete(good, failed)
+    table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table()
+    line_no = np.arange(first_line, first_line + len(starts), dtype=np.int64)
+    out = _judge(table, fast, data, starts, ends, rules, file, file_idx, line_no)
+    slow = np.flatnonzero(suspect)
+    if len(slow):
+        lines = [data[starts[i] : ends[i]] for i in slow]
+        out = _merge(out, parse_lines(lines, rules, file, file_idx, first_line, line_numbers=line_no[slow]))
+    return out
+
+
+def _utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _screen(data: bytes, view: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Lines the reader cannot judge as orjson does (see the module docstring)."""
+    length = ends - starts
+    suspect = length == 0
+    full = np.flatnonzero(~suspect)
+    suspect[full] = (view[starts[full]] != ord("{")) | (view[ends[full] - 1] != ord("}"))
+    close = np.flatnonzero(view == ord("}"))
+    marks = [close[(close + 1 < len(view)) & (view[np.minimum(close + 1, len(view) - 1)] != 10)]]  # mid-line
+    for word in (b"NaN", b"Inf"):
+        at = np.flatnonzero(view == word[0])
+        at = at[at + 2 < len(view)]
+        marks.append(at[(view[at + 1] == word[1]) & (view[at + 2] == word[2])])
+    hit = np.concatenate(marks)
+    if len(hit):
+        suspect[np.searchsorted(starts, hit, side="right") - 1] = True
+    for i in np.flatnonzero(length > SCREEN_LINE_BYTES):
+        line = data[starts[i] : ends[i]]
+        if line.count(b"[") + line.count(b"{") > _MAX_DEPTH or _LONG_NUMBER.search(line):
+            suspect[i] = True
+    return suspect
+
+
+def _joined(view: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> bytes:
+    """The given lines, each followed by ``\\n``, as one buffer."""
+    if not len(starts):
+        return b""
+    if (starts[1:] == ends[:-1] + 1).all():  # consecutive lines: one copy
+        return view[starts[0] : ends[-1]].tobytes() + b"\n"
+    ext = np.append(view, np.uint8(10))  # the chunk's last line gets its newline too
+    delta = np.zeros(len(ext) + 1, np.int8)
+    delta[starts] += 1
+    delta[ends + 1] -= 1  # each line keeps its newline (at ``ends``)
+    return ext[np.cumsum(delta[:-1], dtype=np.int8).astype(bool)].tobytes()
+
+
+def _read(buf: pa.Buffer) -> pa.Table:
+    opts = pj.ReadOptions(use_threads=False, block_size=max(len(buf), 1 << 16))
+    return pj.read_json(pa.BufferReader(buf), read_options=opts, parse_options=_PARSE)
+
+
+def _read_lines(buf: pa.Buffer, offsets: np.ndarray) -> tuple[list[pa.Table] | None, np.ndarray]:
+    """Tables of lines ``[0, n)`` in order, and the lines the reader refused (as indices)."""
+    n = len(offsets) - 1
+    tables: list[pa.Table] = []
+    failed: list[int] = []
+    todo = [(a, min(a + _WINDOW, n)) for a in range(0, n, _WINDOW)][::-1]
+    while todo:
+        a, b = todo.pop()
+        if a >= b:
+            continue
+        try:
+            table = _read(buf.slice(int(offsets[a]), int(offsets[b] - offsets[a])))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            m = _ROW.search(str(exc))
+            row = int(m.group(1)) if m else -1
+            if 0 <= row < b - a:
+                failed.append(a + row)
+                todo += [(a + row + 1, b), (a, a + row)]
+            elif b - a == 1:
+                failed.append(a)
+            else:
+                mid = (a + b) // 2
+                todo += [(mid, b), (a, mid)]
+            continue
+        if table.num_rows != b - a:
+            return None, np.zeros(0, np.int64)
+        tables.append(table)
+    return tables, np.asarray(sorted(failed), np.int64)
+
+
+def _judge(
+    table: pa.Table,
+    rows: np.ndarray,
+    data: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    rules: Rules,
+    file: str,
+    file_idx: int,
+    line_no: np.ndarray,
+) -> ParsedChunk:
+    """Checks on the reader's rows (``rows[i]`` is the chunk line of row ``i``)."""
+    n = table.num_rows
+    reason = np.zeros(n, np.int8)
+    field = np.full(n, -1, np.int16)
+    ev = pc.index_in(table["event"], pa.array(EVENT_TYPES))
+    ev_idx = np.asarray(ev.fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
+    reason[ev_idx < 0] = REASONS.index("unknown_event") + 1
+    tables: dict[str, pa.Table] = {}
+    for e, event in enumerate(EVENT_TYPES):
+        idx = np.flatnonzero(ev_idx == e)
+        if not len(idx):
+            continue
+        take = pa.array(idx)
+        cols = {f: table[f].take(take).combine_chunks() for f in (*REQUIRED[event], *OPTIONAL.get(event, ()))}
+        bad = {f: np.zeros(len(idx), bool) for f in cols}
+        for f in cols:
+            if _KIND[f] == "id_list":
+                cols[f], bad[f] = null_elements_bad(cols[f])
+        g_reason, g_field = check_columns(event, cols, bad, rules)
+        reason[idx], field[idx] = g_reason, g_field
+        keep = g_reason == 0
+        if keep.any():
+            tables[event] = accepted_table(event, cols, keep, rows[idx[keep]], file_idx, line_no)
+    bad = np.flatnonzero(reason)
+    lines = [b""] * n
+    for i in bad:
+        lines[i] = data[starts[rows[i]] : ends[rows[i]]]
+    q = quarantine_table(lines, reason, field, file, line_no[rows])
+    return ParsedChunk(tables, q, reason_counts(reason))
+
+
+def _merge(a: ParsedChunk, b: ParsedChunk) -> ParsedChunk:
+    """One chunk's results from two disjoint sets of its lines (quarantine back in line order)."""
+    tables = dict(a.tables)
+    for e, t in b.tables.items():
+        tables[e] = pa.concat_tables([tables[e], t]) if e in tables else t
+    q = pa.concat_tables([a.quarantine, b.quarantine])
+    if a.quarantine.num_rows and b.quarantine.num_rows:
+        q = q.take(pc.sort_indices(q["line"]))
+    counts = dict(a.counts)
+    for r, k in b.counts.items():
+        counts[r] = counts.get(r, 0) + k
+    counts = {r: counts[r] for r in REASONS if r in counts}
+    assert q.schema == QUARANTINE_SCHEMA and not set(LINEAGE) & set(q.column_names)
+    return ParsedChunk(tables, q, counts)
