@@ -51,10 +51,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from eliverec.config import Settings
 from eliverec.data.atomic import publish_dir, staging, write_bytes_atomic
+from eliverec.data.fastparse import parse_chunk
 from eliverec.data.parse import (
     LINEAGE,
     QUARANTINE_SCHEMA,
@@ -70,6 +72,7 @@ from eliverec.errors import DataError
 DAY_MS = 86_400_000
 ROW_GROUP_ROWS = 262_144  # fixed, so that output bytes do not depend on chunking
 _READ_BYTES = 1 << 20
+_SPILL_IPC = ipc.IpcWriteOptions(compression="lz4")
 _GZIP_ERRORS = (zlib.error, EOFError, OSError)
 
 
@@ -120,14 +123,22 @@ def event_files(settings: Settings, date: str) -> list[Path]:
 # --------------------------------------------------------------------------- reading
 @dataclass
 class Block:
-    """A run of complete lines of one file, or one special line (too long, corrupt rest)."""
+    """A run of complete lines of one file, or one special line (too long, corrupt rest).
+
+    ``data`` holds the lines joined by ``\\n`` (no final newline); for a special line, its raw text.
+    """
 
     file_idx: int
     first_line: int
-    lines: list[bytes]
+    data: bytes
     special: str | None = None  # "line_too_long" | "corrupt_gzip"
     length: int = 0  # full length of a too-long line
     error: str | None = None
+
+    @property
+    def n_lines(self) -> int:
+        """Number of lines in the block."""
+        return 1 if self.special else self.data.count(b"\n") + 1
 
 
 def _pieces(path: Path, size: int) -> Iterator[bytes]:
@@ -182,12 +193,12 @@ def read_blocks(path: Path, file_idx: int, chunk_bytes: int) -> Iterator[Block]:
         except _Corrupt as exc:
             cut = buf.rfind(b"\n") if long_len < 0 else -1
             if cut >= 0:  # the complete lines before the damage are ordinary lines
-                lines = bytes(buf[:cut]).split(b"\n")
+                block = Block(file_idx, line_no, bytes(buf[:cut]))
                 del buf[: cut + 1]
-                yield Block(file_idx, line_no, lines)
-                line_no += len(lines)
+                yield block
+                line_no += block.n_lines
             tail = long_prefix if long_len >= 0 else bytes(buf)
-            yield Block(file_idx, line_no, [tail], special="corrupt_gzip", length=len(tail), error=str(exc))
+            yield Block(file_idx, line_no, tail, special="corrupt_gzip", length=len(tail), error=str(exc))
             return
         if piece is None:
             break
@@ -196,7 +207,7 @@ def read_blocks(path: Path, file_idx: int, chunk_bytes: int) -> Iterator[Block]:
             if cut < 0:
                 long_len += len(piece)
                 continue
-            yield Block(file_idx, line_no, [long_prefix], special="line_too_long", length=long_len + cut)
+            yield Block(file_idx, line_no, long_prefix, special="line_too_long", length=long_len + cut)
             line_no += 1
             long_len = -1
             piece = piece[cut + 1 :]
@@ -210,15 +221,14 @@ def read_blocks(path: Path, file_idx: int, chunk_bytes: int) -> Iterator[Block]:
             continue
         if cut < 0:
             continue
-        lines = bytes(buf[:cut]).split(b"\n")
+        block = Block(file_idx, line_no, bytes(buf[:cut]))
         del buf[: cut + 1]
-        yield Block(file_idx, line_no, lines)
-        line_no += len(lines)
+        yield block
+        line_no += block.n_lines
     if long_len >= 0:
-        yield Block(file_idx, line_no, [long_prefix], special="line_too_long", length=long_len)
+        yield Block(file_idx, line_no, long_prefix, special="line_too_long", length=long_len)
     elif buf:
-        text = bytes(buf[:-1] if buf.endswith(b"\n") else buf)
-        yield Block(file_idx, line_no, text.split(b"\n"))
+        yield Block(file_idx, line_no, bytes(buf[:-1] if buf.endswith(b"\n") else buf))
 
 
 # --------------------------------------------------------------------------- pass A: parse and spill
@@ -234,45 +244,66 @@ class BlockResult:
     error: str | None = None
 
 
-def _buckets_of(ids: pa.Array, n: int) -> np.ndarray:
-    """Partition of each event id among ``n`` (deterministic hash)."""
+def _buckets_of(ids: pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
+    """Partition of each event id among ``n``: a deterministic hash of the id's bytes (numpy, no
+    per-row Python), so equal ids share a partition whatever their file or event type."""
     if n == 1:
         return np.zeros(len(ids), np.int64)
-    import pandas as pd
-
-    h = pd.util.hash_array(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object))
-    return (h % np.uint64(n)).astype(np.int64)
+    arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    arr = arr.cast(pa.large_string())  # int64 offsets
+    if not len(arr):
+        return np.zeros(0, np.int64)
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].astype(np.uint64)
+    starts = offsets[:-1] - offsets[0]
+    pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, np.diff(offsets))
+    with np.errstate(over="ignore"):
+        mixed = data * (np.uint64(0x9E3779B97F4A7C15) ^ (pos.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)))
+        h = np.zeros(len(arr), np.uint64)
+        nonempty = np.diff(offsets) > 0
+        h[nonempty] = np.add.reduceat(mixed, starts[nonempty])
+        h = (h ^ (h >> np.uint64(31))) * np.uint64(0x94D049BB133111EB)
+    return ((h >> np.uint64(17)) % np.uint64(n)).astype(np.int64)
 
 
 def write_partitioned(table: pa.Table, part: np.ndarray, path: Path) -> dict[int, int]:
-    """Write ``table`` with one row group per partition value; returns partition -> row group."""
+    """Spill ``table`` with one record batch per partition value; returns partition -> batch.
+
+    Spills are Arrow IPC files (lz4): several times cheaper to write and read back than parquet.
+    """
     order = np.argsort(part, kind="stable")
     sorted_part = part[order]
     table = table.take(pa.array(order))
     starts = np.flatnonzero(np.r_[True, sorted_part[1:] != sorted_part[:-1]])
     ends = np.r_[starts[1:], len(sorted_part)]
     groups: dict[int, int] = {}
-    with pq.ParquetWriter(path, table.schema, compression="lz4") as w:
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema, options=_SPILL_IPC) as w:
         for rg, (a, b) in enumerate(zip(starts, ends, strict=True)):
-            w.write_table(table.slice(a, b - a), row_group_size=b - a)
+            w.write_table(table.slice(a, b - a), max_chunksize=max(1, int(b - a)))
             groups[int(sorted_part[a])] = rg
     return groups
 
 
-def _parse_block(block: Block, name: str, rules: Rules, spill: Path, task: int, n_buckets: int) -> BlockResult:
-    """Worker body: parse one block, spill its accepted rows by event id partition."""
+def _parse_block(
+    block: Block, name: str, rules: Rules, spill: Path, task: int, n_buckets: int, fast: bool = True
+) -> BlockResult:
+    """Worker body: parse one block (``fast``: :func:`~eliverec.data.fastparse.parse_chunk`, else
+    line by line), spill its accepted rows by event id partition."""
     if block.special:
-        raw = block.lines[0]
+        raw = block.data
         q = quarantine_rows(name, [raw], [block.first_line], [block.special], [None])
         q = q.set_column(q.schema.get_field_index("raw_bytes"), "raw_bytes", pa.array([block.length], pa.int64()))
         q = q.set_column(
             q.schema.get_field_index("raw_truncated"), "raw_truncated", pa.array([block.length > len(raw)], pa.bool_())
         )
         return BlockResult(block.file_idx, 1, {block.special: 1}, q, error=block.error)
-    parsed: ParsedChunk = parse_lines(block.lines, rules, name, block.file_idx, block.first_line)
-    out = BlockResult(block.file_idx, len(block.lines), parsed.counts, parsed.quarantine)
+    if fast:
+        parsed: ParsedChunk = parse_chunk(block.data, rules, name, block.file_idx, block.first_line)
+    else:
+        parsed = parse_lines(block.data.split(b"\n"), rules, name, block.file_idx, block.first_line)
+    out = BlockResult(block.file_idx, block.n_lines, parsed.counts, parsed.quarantine)
     for event, table in parsed.tables.items():
-        path = spill / f"a-{task:07d}-{event}.parquet"
+        path = spill / f"a-{task:07d}-{event}.arrow"
         out.spills[event] = (str(path), write_partitioned(table, _buckets_of(table["event_id"], n_buckets), path))
     return out
 
@@ -342,7 +373,7 @@ def _pass_a(
             task = 0
             for i, path in enumerate(files):
                 for block in read_blocks(path, i, settings.ingest.chunk_bytes):
-                    args = (block, names[i], rules, spill, task, n_buckets)
+                    args = (block, names[i], rules, spill, task, n_buckets, settings.ingest.fast_parse)
                     pending.append(pool.submit(_parse_block, *args) if pool else _parse_block(*args))
                     task += 1
                     drain(2 * workers if pool else 0)
@@ -355,8 +386,8 @@ def _pass_a(
 
 # --------------------------------------------------------------------------- pass B: deduplicate
 def _read_parts(parts: list[tuple[str, int]], schema: pa.Schema) -> pa.Table:
-    tables = [pq.ParquetFile(p).read_row_group(rg) for p, rg in parts]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+    batches = [ipc.open_file(pa.memory_map(p)).get_batch(rg) for p, rg in parts]
+    return pa.Table.from_batches(batches, schema=batches[0].schema) if batches else schema.empty_table()
 
 
 def _rows_equal(table: pa.Table, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -440,7 +471,7 @@ def _pass_b(
                 continue
             ts = kept["ts"].to_numpy()
             part = np.clip((ts - rules.ts_min) * n_buckets // span, 0, n_buckets - 1)
-            path = spill / f"b-{b:05d}-{e}.parquet"
+            path = spill / f"b-{b:05d}-{e}.arrow"
             for t, rg in write_partitioned(kept, part, path).items():
                 by_ts[e].append((str(path), rg, t))
     return by_ts, counts
