@@ -32,5 +32,6 @@ lint: $(STAMP)
 clean:
 	rm -rf data/raw data/bronze data/quarantine data/features data/validation mlruns
 
-repro: $(STAMP)
+repro: $(STAMP)  # data/raw is the pipeline's input: simulated here when there is none
+	test -d data/raw || $(BIN)/eliverec simulate
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro

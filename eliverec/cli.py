@@ -571,6 +571,29 @@ def gate_cmd(
         raise ValidationFailed(f"gate failed: {', '.join(r['failed'])}; see {r['report']}")
 
 
+@app.command("plots")
+@friendly_errors
+def plots_cmd(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder of the CSV files (dvc plots).")],
+    train_result: Annotated[
+        Path | None, typer.Option("--train-result", help="JSON from `eliverec train --result-json`: its curve.")
+    ] = None,
+    gate: Annotated[Path | None, typer.Option("--gate", help="JSON from `eliverec gate --out`.")] = None,
+    profile: ProfileOpt = None, data_dir: DataDirOpt = None, overrides: SetOpt = None, params: ParamsOpt = None,
+) -> None:
+    """Write train_curve.csv, gate.csv (one row per nightly date) and discoverability.csv for `dvc plots`."""
+    from eliverec import plots
+    from eliverec.pipeline import read_result
+
+    s = settings(profile, data_dir, overrides, params)
+    written = [plots.discoverability_days(s, out_dir / "discoverability.csv")]
+    if train_result is not None:
+        written.append(plots.training_curve(s, read_result(train_result)["run_id"], out_dir / "train_curve.csv"))
+    if gate is not None:
+        written.append(plots.upsert_by_date(out_dir / "gate.csv", plots.gate_row(gate)))
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
 @app.command("bootstrap")
 @friendly_errors
 def bootstrap_cmd(

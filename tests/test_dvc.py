@@ -1,4 +1,5 @@
-"""`dvc repro` runs the nightly stages on the tiny profile in a temporary copy of the project."""
+"""`dvc repro` runs the nightly stages on the tiny profile in a temporary copy of the project; a change to one
+stage's code reruns that stage and what follows it (not the stages before); `dvc plots show` renders."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+STAGES = ("ingest", "validate", "features", "bootstrap", "train", "evaluate", "register", "gate", "plots")
 
 
 def _dvc(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -23,11 +24,12 @@ def _dvc(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProc
 
 
 def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """(a copy of dvc.yaml and params.yaml on the tiny profile, the environment to run dvc in)."""
+    """(a copy of dvc.yaml, params.yaml on the tiny profile and the package code, the environment to run dvc in)."""
     work = tmp_path / "project"
     work.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, work / name)
+    shutil.copytree(REPO / "eliverec", work / "eliverec", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["profile"] = "tiny"
     params["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
@@ -39,25 +41,32 @@ def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return work, env
 
 
-def test_dvc_repro_simulate_keeps_served_logs(tmp_path: Path) -> None:
-    work, env = _project(tmp_path)
-    served = work / "data" / "raw" / "2030-01-01" / "events-serving-host-1-2.jsonl"  # real traffic, no simulated day
-    served.parent.mkdir(parents=True)
-    served.write_bytes(b'{"event": "enter"}\n')
-    for args in (["init", "--no-scm", "-q"], ["repro", "simulate"], ["repro", "-f", "simulate"]):
-        done = _dvc(work, *args, env=env)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert served.read_bytes() == b'{"event": "enter"}\n', f"dvc {' '.join(args)} deleted served logs"
+def _ran(out: str) -> set[str]:
+    return {s for s in STAGES if f"Running stage '{s}'" in out}
 
 
-def test_dvc_repro_tiny_then_nothing_to_do(tmp_path: Path) -> None:
+def test_raw_logs_are_an_input_and_every_stage_depends_on_its_code() -> None:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o for s in stages.values()
+            for kind in ("outs", "metrics", "plots") for o in s.get(kind, [])}
+    assert not any(o.startswith("data/raw") for o in outs), "data/raw must stay an input folder"
+    assert "data/raw" in stages["ingest"]["deps"]
+    for name, stage in stages.items():
+        code = [d for d in stage["deps"] if d.startswith("eliverec/")]
+        assert code and all((REPO / d).exists() for d in code), f"stage {name}: no (or a missing) code dependency"
+
+
+@pytest.mark.slow
+def test_dvc_repro_tiny_then_code_change_reruns_downstream_only(tmp_path: Path) -> None:
     work, env = _project(tmp_path)
-    init = _dvc(work, "init", "--no-scm", "-q", env=env)
-    assert init.returncode == 0, init.stderr
+    for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "local", str(tmp_path / "remote")]):
+        assert _dvc(work, *args, env=env).returncode == 0
+    sim = subprocess.run([str(Path(sys.executable).parent / "eliverec"), "simulate", "--profile", "tiny"], cwd=work,
+                         env=env, text=True, capture_output=True, timeout=600, check=False)
+    assert sim.returncode == 0, sim.stderr[-3000:]
     first = _dvc(work, "repro", env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage in ("simulate", "ingest", "validate", "features", "bootstrap", "train", "evaluate", "register", "gate"):
-        assert f"Running stage '{stage}'" in first.stdout
+    assert _ran(first.stdout) == set(STAGES)
     metrics = json.loads((work / "data" / "metrics" / "evaluate.json").read_text())
     assert 0.0 <= metrics["auc"] <= 1.0 and metrics["rows"] > 0
     gate = json.loads((work / "data" / "metrics" / "gate.json").read_text())
@@ -66,3 +75,19 @@ def test_dvc_repro_tiny_then_nothing_to_do(tmp_path: Path) -> None:
     assert shown.returncode == 0 and "evaluate.json" in shown.stdout
     status = _dvc(work, "status", env=env)
     assert status.returncode == 0 and "up to date" in status.stdout.lower(), status.stdout
+    plots = _dvc(work, "plots", "show", "-o", str(tmp_path / "plots"), env=env)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert plots.returncode == 0 and html.count("vegaEmbed") >= 4, plots.stderr[-2000:]
+    assert all(t in html for t in ("loss", "validation AUC", "gate metrics by nightly date", "discoverability by day"))
+    pushed = _dvc(work, "push", env=env)
+    assert pushed.returncode == 0 and any((tmp_path / "remote").rglob("*")), pushed.stderr[-2000:]
+
+    # a feature module changes: features reruns, ingest and validate do not; its new outputs (the build
+    # record changes on every build) make the stages that read them rerun, and so on down the DAG
+    module = work / "eliverec" / "features" / "samples.py"
+    module.write_text(module.read_text() + "\n# touched\n")
+    dry = _dvc(work, "repro", "--dry", env=env)
+    assert dry.returncode == 0 and _ran(dry.stdout) == {"features"}, dry.stdout[-3000:]
+    assert _dvc(work, "repro", "-s", "features", env=env).returncode == 0
+    after = _dvc(work, "status", "--json", env=env)
+    assert set(json.loads(after.stdout)) == {"bootstrap", "train"}, after.stdout
