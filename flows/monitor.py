@@ -21,12 +21,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
 from flows.common import Target, markdown_table, target_parser
+from flows.ops import TIMEOUT_S, publish_monitor
 
 ALARM = "Alarm"
 _DRIFT_TEST = "Value Drift for column"  # Evidently's name of a ValueDrift test (its rows are in summary["alarms"])
 
 
-@task(name="monitor")
+@task(name="monitor", timeout_seconds=TIMEOUT_S["monitor"])
 def monitor_task(target: Target, date: str) -> dict[str, Any]:
     """Evidently reports + workspace snapshots for ``date``; an alarm is in the summary, not raised."""
     from eliverec.monitoring.monitor import monitor_day
@@ -34,7 +35,7 @@ def monitor_task(target: Target, date: str) -> dict[str, Any]:
     return monitor_day(target.settings(), date, raise_on_alarm=False)
 
 
-@task(name="notify")
+@task(name="notify", timeout_seconds=TIMEOUT_S["notify"])
 def notify_task(url: str, payload: dict[str, Any]) -> int:
     """POST the alarm table to ``monitor.alarm_webhook``; raise (the run fails) when it cannot be delivered."""
     import httpx
@@ -62,6 +63,7 @@ def monitor(profile: str = "default", overrides: list[str] | None = None, data_d
     summaries = {d: monitor_task(target, d) for d in days}
     alarmed = {d: r for d, r in summaries.items() if not r["passed"]}
     create_markdown_artifact(_summary_markdown(summaries), key="monitor-summary", description="Monitoring summary")
+    publish_monitor(s, summaries)
     if not alarmed:
         return summaries
     rows = _alarm_rows(alarmed)

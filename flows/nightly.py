@@ -29,6 +29,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
 from flows.common import Target, markdown_table, target_parser
+from flows.ops import TIMEOUT_S, nightly_slot, publish_nightly
 
 
 # ----------------------------------------------------------------------------- cache keys
@@ -78,7 +79,7 @@ def _register_key(ctx: Any, args: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- tasks
-@task(name="simulate", retries=1, retry_delay_seconds=5)
+@task(name="simulate", retries=1, retry_delay_seconds=5, timeout_seconds=TIMEOUT_S["simulate"])
 def simulate_task(target: Target) -> dict[str, Any]:
     """Write the simulated world's raw logs (the embedded default data source)."""
     from eliverec.world import simulate
@@ -87,7 +88,7 @@ def simulate_task(target: Target) -> dict[str, Any]:
     return {k: r[k] for k in ("dates", "warmup_dates", "events", "raw_dir", "seconds")}
 
 
-@task(name="collect")
+@task(name="collect", timeout_seconds=TIMEOUT_S["collect"])
 def collect_task(target: Target) -> dict[str, Any]:
     """Use the raw days already collected under the data root (logs, imports, served traffic)."""
     from eliverec.errors import DataError
@@ -102,7 +103,8 @@ def collect_task(target: Target) -> dict[str, Any]:
     return {"dates": dates, "warmup_dates": [], "raw_dir": str(s.data_dir / "raw")}
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=10, cache_key_fn=_ingest_key, persist_result=True)
+@task(name="ingest", retries=2, retry_delay_seconds=10, cache_key_fn=_ingest_key, persist_result=True,
+      timeout_seconds=TIMEOUT_S["ingest"])
 def ingest_task(target: Target, date: str) -> dict[str, Any]:
     """raw/<date> -> bronze/<date> + quarantine (retried: file systems hiccup)."""
     from eliverec.data.ingest import ingest_day
@@ -110,7 +112,7 @@ def ingest_task(target: Target, date: str) -> dict[str, Any]:
     return ingest_day(target.settings(), date)["totals"]
 
 
-@task(name="validate")
+@task(name="validate", timeout_seconds=TIMEOUT_S["validate"])
 def validate_task(target: Target, date: str) -> dict[str, Any]:
     """Great Expectations on bronze/<date>; raises ValidationFailed (the flow stops) on failure."""
     from eliverec.data.suites import validate_day
@@ -118,7 +120,7 @@ def validate_task(target: Target, date: str) -> dict[str, Any]:
     return validate_day(target.settings(), date, ("bronze",))
 
 
-@task(name="features", cache_key_fn=_features_key, persist_result=True)
+@task(name="features", cache_key_fn=_features_key, persist_result=True, timeout_seconds=TIMEOUT_S["features"])
 def features_task(target: Target, end_date: str) -> dict[str, Any]:
     """Point-in-time samples for the window ending at ``end_date``, validated per day."""
     from eliverec.features.build import build_features
@@ -127,23 +129,29 @@ def features_task(target: Target, end_date: str) -> dict[str, Any]:
     return {k: r[k] for k in ("train_days", "test_day", "rows", "train_rows", "test_rows", "spec_hash")}
 
 
-@task(name="train", cache_key_fn=_train_key, persist_result=True)
+@task(name="train", cache_key_fn=_train_key, persist_result=True, retries=1, retry_delay_seconds=10)
 def train_task(target: Target, model: str, end_date: str) -> dict[str, Any]:
-    """Train ``model`` in a subprocess (torchrun when train.nproc > 1) with its own timeout."""
+    """Train ``model`` in a subprocess (torchrun when train.nproc > 1) with its own timeout.
+
+    A retry (a crashed or killed training) resumes from the run's last checkpoint (``--resume``)
+    instead of starting again; the first attempt starts fresh.
+    """
+    from prefect.runtime import task_run
+
     from eliverec.pipeline import read_result
 
     s = target.settings()
     with tempfile.TemporaryDirectory(prefix="eliverec-flow-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "eliverec", "train", "--model", model, "--end-date", end_date,
-               "--result-json", str(out), *target.cli_args()]
+               "--result-json", str(out), *target.cli_args(), *(["--resume"] if task_run.run_count > 1 else [])]
         proc = subprocess.run(cmd, timeout=s.flows.train_timeout_s, check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"training {model} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
         return read_result(out)
 
 
-@task(name="evaluate")
+@task(name="evaluate", timeout_seconds=TIMEOUT_S["evaluate"])
 def evaluate_task(target: Target, result: dict[str, Any]) -> dict[str, Any]:
     """Offline metrics of the trained model on the held-out day (JSON + markdown report)."""
     from eliverec.evaluation.evaluate import evaluate
@@ -152,7 +160,8 @@ def evaluate_task(target: Target, result: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": rep["metrics"], "paths": rep["paths"]}
 
 
-@task(name="register", retries=2, retry_delay_seconds=5, cache_key_fn=_register_key, persist_result=True)
+@task(name="register", retries=2, retry_delay_seconds=5, cache_key_fn=_register_key, persist_result=True,
+      timeout_seconds=TIMEOUT_S["register"])
 def register_task(target: Target, result: dict[str, Any]) -> str:
     """A new registry version with its data window, commit and feature-spec hash."""
     from eliverec.pipeline import register_result
@@ -160,7 +169,7 @@ def register_task(target: Target, result: dict[str, Any]) -> str:
     return register_result(target.settings(), result)
 
 
-@task(name="gate")
+@task(name="gate", timeout_seconds=TIMEOUT_S["gate"])
 def gate_task(target: Target, result: dict[str, Any], version: str) -> dict[str, Any]:
     """Candidate vs champion on the held-out day; a first model becomes champion if it passes."""
     from eliverec.pipeline import release
@@ -195,8 +204,19 @@ def _release(target: Target, model: str, end_date: str) -> dict[str, Any]:
 def nightly(profile: str = "default", overrides: list[str] | None = None, data_dir: str | None = None,
             params: str | None = None, source: Literal["simulate", "collect"] | None = None,
             end_date: str | None = None) -> Any:
-    """The nightly training pipeline (see the module docstring); ``source`` (default ``flows.source``)."""
+    """The nightly training pipeline (see the module docstring); ``source`` (default ``flows.source``).
+
+    One nightly at a time per data root: a second run on the same root waits for the first
+    (:func:`flows.ops.nightly_slot`).
+    """
+    with nightly_slot(Target(profile, tuple(overrides or ()), data_dir, params).settings().data_dir):
+        return _nightly(profile, overrides, data_dir, params, source, end_date)
+
+
+def _nightly(profile: str, overrides: list[str] | None, data_dir: str | None, params: str | None,
+             source: str | None, end_date: str | None) -> Any:
     from eliverec import registry
+    from eliverec.data.validation import data_docs_index
 
     target = Target(profile, tuple(overrides or ()), data_dir, params)
     s = target.settings()
@@ -213,8 +233,10 @@ def nightly(profile: str = "default", overrides: list[str] | None = None, data_d
         releases.append(_release(target, s.flows.baseline_model, end))
     releases.append(_release(target, s.flows.challenger_model, end))
     summary = {"profile": profile, "end_date": end, "raw": raw, "ingested": ingested, "features": feats,
-               "releases": releases, "data_dir": str(s.data_dir), "tracking_uri": s.tracking.uri}
+               "releases": releases, "data_dir": str(s.data_dir), "tracking_uri": s.tracking.uri,
+               "data_docs": str(data_docs_index(s.data_dir))}
     _artifact(summary)
+    publish_nightly(s, summary)
     last = releases[-1]
     if last["verdict"] != "pass":
         return Completed(name="Rejected", message=f"gate rejected {last['model']} v{last['version']}: "
@@ -236,6 +258,7 @@ def _artifact(summary: dict[str, Any]) -> None:
         f"## Features\n{f['rows']} samples ({f['train_rows']} train on {', '.join(f['train_days'])}; "
         f"{f['test_rows']} test on {f['test_day']}), feature spec {f['spec_hash']}",
         "## Models vs champion (held-out day)", markdown_table(rel),
+        f"Data Docs (every validation result): `{summary['data_docs']}` (serve with `eliverec ui docs`)",
         f"MLflow: `{summary['tracking_uri']}` (open with `eliverec ui mlflow`); data root `{summary['data_dir']}`",
     ])
     create_markdown_artifact(text, key="nightly-summary", description="Nightly run summary")

@@ -16,9 +16,10 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import Target, target_parser
+from flows.ops import TIMEOUT_S
 
 
-@task(name="ramp", retries=1, retry_delay_seconds=10)
+@task(name="ramp", retries=1, retry_delay_seconds=10, timeout_seconds=TIMEOUT_S["ramp"])
 def ramp_task(target: Target, traffic_users: int | None, traffic_minutes: float) -> dict[str, Any]:
     """Service up, ramp with simulated traffic, service down (one call into eliverec per step)."""
     from eliverec import registry
