@@ -11,7 +11,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# the toy network of tests/training is trusted on load in tests (eliverec.training.pyfunc.trusted_builder)
+# the toy network of tests/training is trusted on load in tests (eliverec.artifact.trusted_builder)
 os.environ.setdefault("ELIVEREC_TRUSTED_BUILDERS", "tests.training.toy:build_toy_model")
 
 REPO = Path(__file__).resolve().parents[1]

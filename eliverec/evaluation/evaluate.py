@@ -38,7 +38,6 @@ from eliverec.evaluation.metrics import (
 )
 from eliverec.features.batch import LABELS
 from eliverec.layout import previous_days
-from eliverec.store import use_store
 from eliverec.training.data import ArrayDataset, day_dir, load_days
 
 SCORE_CHUNK = 65536  # rows per pyfunc call (bounded memory on big days)
@@ -56,16 +55,11 @@ def report_name(model_uri: str) -> str:
 
 def load_model(settings: Settings, model_uri: str) -> Any:
     """The pyfunc model behind ``model_uri`` (a clear error when it cannot be found)."""
-    import mlflow
-
+    from eliverec.artifact import load_network
     from eliverec.training.trainer import set_threads
 
     set_threads(settings)  # scoring shares the machine like training does
-    use_store(settings.tracking.uri)
-    try:
-        return mlflow.pyfunc.load_model(model_uri)
-    except Exception as exc:  # MLflow raises several types for a bad URI
-        raise EliverecError(f"cannot load model '{model_uri}' from {settings.tracking.uri}: {exc}") from exc
+    return load_network(settings.tracking.uri, model_uri).pyfunc
 
 
 def score(model: Any, ds: ArrayDataset) -> pd.DataFrame:

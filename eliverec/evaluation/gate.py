@@ -12,8 +12,8 @@ same held-out day in one run and applies these checks (thresholds in ``params.ya
   (segments as in :mod:`eliverec.evaluation.metrics`) may not drop by more than ``segment_tolerance``.
 - ``calibration``: mean predicted over observed watch rate inside ``calibration_band``.
 - ``finite``: no NaN or infinite output on the whole day.
-- ``latency``: p99 time to score one request of ``latency_candidates`` candidates (the pyfunc
-  model, one user, in process) within ``latency_budget_ms``.
+- ``latency``: p99 time to score one request of ``latency_candidates`` candidates (the call serving
+  makes, :func:`eliverec.artifact.score_request`: one user, in process) within ``latency_budget_ms``.
 - ``ope/watch`` (only with ``gate.ope: true``): the off-policy estimate of watches per feed
   (``ope.estimator``, :mod:`eliverec.evaluation.offpolicy`) may not be significantly below the champion's.
 
@@ -182,20 +182,24 @@ def absolute_checks(cand: dict[str, float], finite: bool, latency_p99_ms: float,
     ]
 
 
-def request_latency_ms(model: Any, batch: dict[str, np.ndarray], candidates: int, repeats: int = 30) -> float:
-    """p99 wall time (ms) of scoring one user's request of ``candidates`` candidates."""
+def request_latency_ms(network: Any, batch: dict[str, np.ndarray], candidates: int, repeats: int = 30) -> float:
+    """p99 wall time (ms) of scoring one user's request of ``candidates`` candidates, as serving does
+    (:func:`eliverec.artifact.score_request`: ``network.score`` on the request's tensors)."""
+    from eliverec.artifact import score_request, to_tensor_batch
+
     n = len(next(iter(batch.values())))
     rows = np.arange(candidates) % n
     request = {k: v[rows].copy() for k, v in batch.items()}
     for key in ("user", "profile", "context", "product_seq", "product_len", "channel_seq", "channel_len"):
         if key in request:
             request[key][:] = request[key][0]  # one user, many candidate channels
+    tensors = to_tensor_batch(request)
     for _ in range(3):
-        model.predict(request)
+        score_request(network, tensors)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        model.predict(request)
+        score_request(network, tensors)
         times.append((time.perf_counter() - t0) * 1000.0)
     return float(np.percentile(times, 99))
 
@@ -238,8 +242,8 @@ def gate(
     cand_model = load_model(settings, candidate_uri)
     cand_frame, finite = cached_score_day(settings, cand_model, test, date)  # serving position, logged beside
     sample = test[np.arange(min(len(test), settings.gate.latency_candidates))]
-    latency = request_latency_ms(cand_model, {k: v.numpy() for k, v in sample.items() if k not in (*LABELS, "ts")},
-                                 settings.gate.latency_candidates)
+    arrays = {k: v.numpy() for k, v in sample.items() if k not in (*LABELS, "ts")}
+    latency = request_latency_ms(cand_model.unwrap_python_model().model, arrays, settings.gate.latency_candidates)
     champ_frame = None
     if champion_uri is not None:
         # the comparison reads the serving position only (calibration is a check of the candidate alone)

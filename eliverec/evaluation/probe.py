@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from eliverec.artifact import to_tensor_batch
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
 from eliverec.evaluation.metrics import auc
 from eliverec.evaluation.oracle import load_test_day
 from eliverec.training.data import ArrayDataset, load_days
-from eliverec.training.pyfunc import to_tensor_batch
 
 PARTS: tuple[str, ...] = ("z_cV", "z_sV", "z_cS", "z_sS")  # order of ELiveRec.encode: live (c, s), product (c, s)
 INTENT_SETS: tuple[str, ...] = ("consistent", "product", "live")
@@ -52,8 +52,8 @@ INTENT_SETS: tuple[str, ...] = ("consistent", "product", "live")
 def load_trained(checkpoint_dir: str | Path) -> nn.Module:
     """The network of a finished training run (``TrainResult.checkpoint_dir``), in eval mode: the best
     validation weights (``best.pt``) when there are any, else the last (``latest.pt``)."""
+    from eliverec.artifact import rebuild
     from eliverec.training import checkpoint as ckpt
-    from eliverec.training.pyfunc import rebuild
     from eliverec.training.trainer import DEFAULT_BUILDER
 
     folder = Path(checkpoint_dir)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +21,6 @@ import torch
 
 from eliverec.config import Settings
 from eliverec.features.hashing import FeatureSpec
-
-BUILDER = "eliverec.models:build_model"
 
 
 def log_network(settings: Settings, network: torch.nn.Module, spec: FeatureSpec | dict[str, Any] | None = None,
@@ -36,24 +33,23 @@ def log_network(settings: Settings, network: torch.nn.Module, spec: FeatureSpec 
     """
     import mlflow
 
-    from eliverec.training.checkpoint import save_atomic
-    from eliverec.training.pyfunc import RankerModel
+    from eliverec.artifact import NETWORK_BLOB, log_network, write_network
+    from eliverec.features.batch import LABELS, random_batch
     from eliverec.training.tracking import setup_experiment
 
     spec_dict = json.loads(spec.to_json()) if isinstance(spec, FeatureSpec) else dict(spec or {})
     if not spec_dict:
         spec_dict = json.loads(FeatureSpec.from_settings(settings).to_json())
-    blob = {"state_dict": network.state_dict(), "settings": network_settings or settings.section_dict(),
-            "feature_spec": spec_dict, "builder": BUILDER, "batch_size": settings.evaluation.batch_size}
+    example = {k: v.numpy() for k, v in random_batch(spec_dict["vocab"], 3, int(spec_dict["seq_len"])).items()
+               if k not in LABELS}
     exp_id = setup_experiment(settings.tracking)
     with tempfile.TemporaryDirectory(prefix="eliverec-control-") as tmp:
-        path = save_atomic(blob, Path(tmp) / "network.pt")
-        with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run, warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        path = write_network(Path(tmp) / NETWORK_BLOB, network, network_settings or settings.section_dict(), spec_dict,
+                             batch_size=settings.evaluation.batch_size)
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
             mlflow.set_tags(tags or {})
-            info = mlflow.pyfunc.log_model(name="model", python_model=RankerModel(), artifacts={"network": str(path)},
-                                           pip_requirements=["eliverec"])
-    return str(info.model_uri), run.info.run_id
+            uri = log_network(path, example)
+    return uri, run.info.run_id
 
 
 def negate_watch(network: torch.nn.Module) -> torch.nn.Module:

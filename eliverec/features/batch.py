@@ -41,6 +41,22 @@ LABELS: tuple[str, ...] = ("watch", "stay_time", "goods_bag", "product_click")
 AUX_TASKS: tuple[str, ...] = ("stay_time", "goods_bag", "product_click")
 
 
+def task_scores(outputs: Mapping[str, torch.Tensor], has_aux: bool = True) -> dict[str, torch.Tensor]:
+    """Network outputs (logits, log1p stay seconds) as task scores: the one reading of a network's outputs.
+
+    ``watch``, ``goods_bag`` and ``product_click`` become probabilities (sigmoid); ``stay_time`` is
+    clamped at 0 (log1p seconds). A network without auxiliary heads (``has_aux`` false) predicts no
+    in-channel behaviour: its ``goods_bag`` and ``product_click`` scores are 0 and its stay time 0.
+
+    >>> out = {k: torch.zeros(2) for k in LABELS}
+    >>> [float(v[0]) for v in task_scores(out).values()], float(task_scores(out, False)["goods_bag"][0])
+    ([0.5, 0.0, 0.5, 0.5], 0.0)
+    """
+    binary = ("watch", "goods_bag", "product_click") if has_aux else ("watch",)
+    return {k: torch.sigmoid(outputs[k]) if k in binary else
+            (outputs[k].clamp(min=0.0) if has_aux else torch.zeros_like(outputs[k])) for k in LABELS}
+
+
 def random_batch(
     vocab: Mapping[str, int], batch_size: int, seq_len: int, seed: int = 0
 ) -> dict[str, torch.Tensor]:

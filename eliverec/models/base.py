@@ -33,6 +33,7 @@ from eliverec.features.batch import (
     DYNAMIC_DENSE,
     PRODUCT_FIELDS,
     PROFILE_FIELDS,
+    task_scores,
 )
 from eliverec.models.layers import MLP, EmbeddingBank, MMoE, masked_mean
 from eliverec.models.layers.match import MATCH_FEATURES, match_inputs
@@ -268,13 +269,9 @@ class RankingModel(nn.Module, abc.ABC):
             share = self.single_user(b) if share_user is None else share_user
             out = self.run(b, share_user=share, with_reg=False)
         finally:
-            self.train(was_training)
-        return {
-            "watch": torch.sigmoid(out["watch"]),
-            "stay_time": out["stay_time"].clamp(min=0.0),
-            "goods_bag": torch.sigmoid(out["goods_bag"]) if self.heads is not None else out["goods_bag"],
-            "product_click": torch.sigmoid(out["product_click"]) if self.heads is not None else out["product_click"],
-        }
+            if was_training:
+                self.train()
+        return task_scores(out, has_aux=self.heads is not None)
 
     @staticmethod
     def single_user(batch: Mapping[str, Tensor]) -> bool:

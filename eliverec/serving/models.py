@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import logging
 import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from eliverec.config import Settings
 from eliverec.features.hashing import FeatureSpec
-from eliverec.store import use_store
-from eliverec.training.checkpoint import load
 
 log = logging.getLogger(__name__)
 ALIASES: tuple[str, str] = ("champion", "challenger")
@@ -62,23 +58,15 @@ class RegistryStatus:
 
 def load_version(settings: Settings, alias: str, version: str) -> LoadedModel:
     """Load one registered version as a :class:`LoadedModel` (raises with a clear message)."""
-    import mlflow
+    from eliverec.artifact import load_network
 
-    name = settings.tracking.registered_model
-    uri = f"models:/{name}/{version}"
-    use_store(settings.tracking.uri)
-    with tempfile.TemporaryDirectory(prefix="eliverec-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        wrapper = mlflow.pyfunc.load_model(local).unwrap_python_model()
-        network = getattr(wrapper, "model", None)
-        if not isinstance(network, torch.nn.Module) or not hasattr(network, "score"):
-            raise RuntimeError(f"{uri} is not an eLiveRec ranker (a pyfunc RankerModel around a ranking network)")
-        blobs = sorted(Path(local).glob("**/network.pt"))
-        blob = load(blobs[0]) if blobs else {}
-    spec = _spec(blob.get("feature_spec") or {}, settings)
-    network.eval()
-    return LoadedModel(alias, str(version), uri, network, spec, str(getattr(network, "name", "")), time.time(),
-                       blob.get("settings") or {})
+    uri = f"models:/{settings.tracking.registered_model}/{version}"
+    loaded = load_network(settings.tracking.uri, uri)
+    network = loaded.network
+    if not hasattr(network, "score"):
+        raise RuntimeError(f"{uri} is not an eLiveRec ranker (a pyfunc RankerModel around a ranking network)")
+    return LoadedModel(alias, str(version), uri, network, _spec(loaded.spec, settings),
+                       str(getattr(network, "name", "")), time.time(), loaded.settings)
 
 
 def _spec(data: dict[str, Any], settings: Settings) -> FeatureSpec:

@@ -159,36 +159,18 @@ class Tracker:
             mlflow.log_artifact(str(path), artifact_path="plots")
         plt.close(fig)
 
-    def log_model(self, blob_path: Path, example: Mapping[str, Any], predictions: Any) -> str | None:
-        """Log the pyfunc wrapper with signature and input example; returns the model URI."""
+    def log_model(self, blob_path: Path, example: Mapping[str, Any]) -> str | None:
+        """Log the network blob as the run's pyfunc model (:func:`eliverec.artifact.log_network`); its URI."""
         if not self.enabled:
             return None
-        import mlflow
-        import numpy as np
-        import pandas as pd
-        import torch
-        from mlflow.models import infer_signature
+        from eliverec.artifact import log_network
 
-        from eliverec.training.pyfunc import RankerModel
+        return log_network(blob_path, example)
 
-        signature = infer_signature(dict(example), predictions)
-        with warnings.catch_warnings():  # MLflow asks for predict type hints; see eliverec.training.pyfunc
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=RankerModel(),
-                artifacts={"network": str(blob_path)},
-                signature=signature,
-                input_example=dict(example),
-                pip_requirements=[
-                    f"torch=={torch.__version__.split('+')[0]}",
-                    f"mlflow=={mlflow.__version__}",
-                    f"numpy=={np.__version__}",
-                    f"pandas=={pd.__version__}",
-                    "eliverec",
-                ],
-            )
-        return str(info.model_uri)
+    def log_days(self, context: str, name: str, folders: Mapping[str, Path]) -> None:
+        """Log feature days as an MLflow dataset input (name, digest of the day arrays, source folder)."""
+        if self.enabled and folders:
+            log_feature_days(context, name, folders)
 
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled:
@@ -205,3 +187,28 @@ def _metric_name(key: str) -> str:
     'ndcg_at_10'
     """
     return key.replace("@", "_at_")
+
+
+def log_feature_days(context: str, name: str, folders: Mapping[str, Path]) -> None:
+    """``mlflow.log_input`` of feature days (``{date: folder}``) into the active run.
+
+    The dataset's digest is the days' array fingerprint (names, sizes, times), its source the first
+    folder's parent, its profile the days; ``context`` is ``training`` or ``evaluation``.
+    """
+    import hashlib
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    h = hashlib.sha256()
+    for date, folder in sorted(folders.items()):
+        for p in sorted(Path(folder).glob("**/*.npy")):
+            st = p.stat()
+            h.update(f"{date}/{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    root = Path(next(iter(folders.values()))).parent
+    with warnings.catch_warnings():  # a local path matches two equivalent local source types
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(root))
+    dataset = MetaDataset(source, name=name, digest=h.hexdigest()[:16])
+    mlflow.log_input(dataset, context=context, tags={"days": ",".join(sorted(folders))})

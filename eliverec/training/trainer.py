@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
+from eliverec.artifact import BUILDER, NETWORK_BLOB, predict_batch, resolve, write_network
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
 from eliverec.training import checkpoint as ckpt
@@ -35,9 +36,8 @@ from eliverec.training.data import ArrayDataset, TrainingData, load_training_dat
 from eliverec.training.distributed import DistContext, setup, teardown
 from eliverec.training.optim import SplitOptimizer, clip_gradients, make_optimizer, make_sparse, use_sparse
 from eliverec.training.progress import ProgressLines
-from eliverec.training.pyfunc import resolve, task_outputs, to_tensor_batch
 
-DEFAULT_BUILDER = "eliverec.models:build_model"
+DEFAULT_BUILDER = BUILDER
 DEFAULT_LOSS = "eliverec.models.losses:MultiTaskLoss"
 STOP_REASONS = ("early_stopping", "time_budget", "max_steps", "epochs")
 
@@ -243,8 +243,8 @@ def predict(model: nn.Module, ds: ArrayDataset, batch_size: int, device: torch.d
     was_training = model.training
     model.eval()
     parts = [
-        task_outputs(model(to_tensor_batch({k: v.numpy() for k, v in ds[list(range(s, min(s + batch_size, len(ds))))]
-                                            .items()}, device)))
+        predict_batch(model, {k: v.numpy() for k, v in ds[list(range(s, min(s + batch_size, len(ds))))].items()},
+                      device)
         for s in range(0, len(ds), batch_size)
     ]
     model.train(was_training)
@@ -501,18 +501,13 @@ def _log_model(run: _Run, tracker: Any) -> str | None:
         return None
     from eliverec.features.batch import LABELS
 
-    blob = {"state_dict": run.objective.model.state_dict(), "settings": run.settings.section_dict(),
-            "feature_spec": run.data.spec, "builder": run.builder, "batch_size": run.settings.evaluation.batch_size}
-    path = ckpt.save_atomic(blob, run.ckpt_dir / "network.pt")
+    path = write_network(run.ckpt_dir / NETWORK_BLOB, run.objective.model, run.settings.section_dict(), run.data.spec,
+                         run.builder, run.settings.evaluation.batch_size)
     source = run.data.val if len(run.data.val) >= 2 else run.data.train
     rows = source[[0, 1, 2]] if len(source) >= 3 else source[list(range(len(source)))]
     example = {k: v.numpy() for k, v in rows.items() if k not in LABELS and k != "ts"}
     run.objective.model.eval()
-    with torch.no_grad():
-        import pandas as pd
-
-        preds = pd.DataFrame(task_outputs(run.objective.model(to_tensor_batch(example))))
-    return tracker.log_model(path, example, preds)
+    return tracker.log_model(path, example)
 
 
 def fit(settings: Settings, data: TrainingData, ctx: DistContext, *, run_name: str, resume: bool = False,
@@ -537,6 +532,8 @@ def fit(settings: Settings, data: TrainingData, ctx: DistContext, *, run_name: s
             tracker.log_params({"data.train_days": ",".join(data.dates), "data.end_date": data.end_date,
                                 "data.train_rows": len(data.train), "data.val_rows": len(data.val),
                                 "dist.world_size": ctx.world_size, "dist.device": str(ctx.device)})
+            tracker.log_days("training", f"features {data.dates[0]}..{data.dates[-1]}",
+                             {d: settings.layout.features(d) for d in data.dates})
             if data.spec_path is not None:
                 tracker.log_artifact(data.spec_path, "features")
             elif data.spec:

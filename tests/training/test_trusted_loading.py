@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from eliverec import artifact as pyfunc
 from eliverec.config import REDACTED, SECRET_KEYS
 from eliverec.training import checkpoint as ckpt
-from eliverec.training import pyfunc
 
 ADMIN, PRODUCER = "admin-secret-value-1", "producer-secret-value-2"
 
