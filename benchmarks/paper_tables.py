@@ -318,13 +318,16 @@ def boot_replicates(path: Path, scores: np.ndarray | None, folder: Path, samples
 
     The draws resample the day's users (:func:`eliverec.evaluation.gate.user_draws` with
     ``BOOT_SEED``), so every model of a seed gets the same draws and differences of replicates are
-    paired. The cache is reused when ``samples`` and ``fp`` (the model's fingerprint) match; without
-    ``scores`` (predictions not on disk) the cache is all there is.
+    paired. The cache is reused when ``samples`` and ``fp`` (the model's fingerprint) match and, given
+    ``scores``, when it was made from these very scores (their digest); without ``scores``
+    (predictions not on disk) the cache is all there is.
     """
+    digest = scores_digest(scores) if scores is not None else None
     if path.is_file():
         with np.load(path) as z:
             cached = {k: z[k] for k in z.files}
-        if int(cached["samples"]) == samples and str(cached["fingerprint"]) == fp:
+        fresh = digest is None or str(cached.get("scores_digest", "")) == digest
+        if int(cached["samples"]) == samples and str(cached["fingerprint"]) == fp and fresh:
             return cached
         if scores is None:
             raise FileNotFoundError(f"{path} holds {int(cached['samples'])} draws of other settings and the "
@@ -336,13 +339,18 @@ def boot_replicates(path: Path, scores: np.ndarray | None, folder: Path, samples
     day = load_day(folder)
     codes, draws = user_draws(day["users"], samples, BOOT_SEED)
     reps = replicates(codes, draws, day["watch"], scores)
-    out = {"samples": np.int64(samples), "fingerprint": np.str_(fp)}
+    out = {"samples": np.int64(samples), "fingerprint": np.str_(fp), "scores_digest": np.str_(digest)}
     for key, (value, draws_) in reps.items():
         out[f"{key}_point"], out[key] = np.float64(value), draws_.astype(np.float64)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **out)
     tmp.replace(path)
     return out
+
+
+def scores_digest(scores: np.ndarray) -> str:
+    """A short digest of a score vector: the replicates cached for it are stale when it changes."""
+    return hashlib.blake2b(np.ascontiguousarray(scores, np.float32).tobytes(), digest_size=8).hexdigest()
 
 
 def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> dict[str, Any]:
@@ -496,6 +504,8 @@ def replicates_of(folder: Path, seed: int, name: str, fp: str, samples: int) -> 
     """The bootstrap replicates of a cell or reference (``name``) on one seed; None when unavailable."""
     sd = folder / f"seed{seed}"
     preds = sd / f"{name}.npy"
+    if not name.startswith("_") and not cell_done(sd, name, fp):
+        return None  # not finished with these settings: predictions on disk may be another setting's
     try:
         if name.startswith("_"):
             scores = load_day(sd).get(name.lstrip("_")) if (sd / "_day.npz").is_file() else None

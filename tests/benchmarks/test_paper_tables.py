@@ -119,3 +119,18 @@ def test_quick_run_writes_and_resumes(pt: ModuleType, tmp_path: Path, monkeypatc
     stamp = (sd / "eta_dual__single.json").stat().st_mtime_ns
     assert pt.main(argv) == 0  # resumed: nothing retrained
     assert (sd / "eta_dual__single.json").stat().st_mtime_ns == stamp
+
+
+def test_replicates_follow_the_predictions_and_skip_unfinished_cells(pt: ModuleType, tmp_path: Path) -> None:
+    """A cached bootstrap is redone when the predictions change under the same fingerprint, and a cell
+    whose record has another fingerprint (stale predictions of other settings) gives no replicates."""
+    rng = np.random.default_rng(0)
+    day = _day(rng)
+    sd = tmp_path / "seed0"
+    fps = _write_seed(pt, sd, 0, {"m__single": rng.random(day["users"].size)}, day, 50)
+    first = pt.replicates_of(tmp_path, 0, "m__single", fps["m__single"], 50)
+    np.save(sd / "m__single.npy", day["interest"].astype(np.float32))  # retrained: new predictions, same settings
+    second = pt.replicates_of(tmp_path, 0, "m__single", fps["m__single"], 50)
+    assert first is not None and second is not None
+    assert float(second["auc_point"]) > float(first["auc_point"]) + 0.1
+    assert pt.replicates_of(tmp_path, 0, "m__single", "fp-of-other-settings", 50) is None
