@@ -262,7 +262,8 @@ class RankingModel(nn.Module, abc.ABC):
         once and broadcast. Auxiliary outputs are zeros for a model without auxiliary heads.
         """
         was_training = self.training
-        self.eval()
+        if was_training:  # Module.eval/train walk every submodule: skip it when already in eval mode
+            self.eval()
         try:
             b = dict(batch)
             b["position"] = torch.full_like(batch["position"], self.cfg.serve_position)

@@ -23,8 +23,12 @@ error answers 500 with an ``error_id`` whose text is in the service log.
   ``GET|PUT /admin/allocation``, ``POST /admin/reload``, ``GET /admin/stats?since_ms=``,
   ``POST /admin/flush``.
 
-Scoring runs on the event loop thread (one request at a time per process, no thread hand-offs:
-lowest latency on a small CPU); model reloads and log writes run in background threads.
+Scoring (features, forward pass, ranking) runs off the event loop, in one scoring thread per
+process (``Service.scorer``): the loop keeps reading and answering requests (JSON in and out,
+``/healthz``, ``/events``) while a request is scored, and one thread with one torch thread
+(``serving.torch_threads``) does not fight itself over 2 cores. The forward pass runs under
+``torch.inference_mode`` with the candidate-independent user state computed once per request.
+Model reloads and log writes run in background threads.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +122,9 @@ class Service:
     allocation_mtime: float = 0.0
     counter: itertools.count = field(default_factory=itertools.count)
     _stop: threading.Event = field(default_factory=threading.Event)
+    scorer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="eliverec-score")
+    )  # /rank's work, off the event loop; one thread: requests are scored one at a time, in order
 
     # ------------------------------------------------------------------ allocation
     def default_allocation(self) -> Allocation:
@@ -156,8 +164,11 @@ class Service:
     def score(self, model: LoadedModel, req: RankRequest, ts: int) -> dict[str, np.ndarray]:
         batch = self.state.features(model.spec, user_id=req.user_id, ts=ts, scene=req.context.scene,
                                     candidates=req.candidates, position=int(model.network.cfg.serve_position))
+        net = model.network
+        if net.training:  # once per loaded model: score() then skips switching modes per request
+            net.eval()
         with torch.inference_mode():
-            out = model.network.score(batch)
+            out = net.score(batch, share_user=True)  # one request: one user and history for every row
         return {k: v.float().numpy() for k, v in out.items()}
 
     def rank(self, req: RankRequest) -> RankResponse:
@@ -250,6 +261,7 @@ class Service:
 
     def stop(self) -> None:
         self._stop.set()
+        self.scorer.shutdown(wait=True)
         self.models.stop()
         self.log.close()
 
@@ -397,7 +409,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
     @app.post("/rank", response_model=RankResponse)
     async def rank(req: RankRequest) -> RankResponse:
-        return svc.rank(req)
+        return await asyncio.get_running_loop().run_in_executor(svc.scorer, svc.rank, req)
 
     @app.post("/events", dependencies=[Depends(require_producer)])
     async def events(req: EventsRequest) -> dict[str, Any]:

@@ -218,3 +218,30 @@ def test_registry_down_keeps_serving_and_reports_it(live, world: TinyWorld, capl
         db.write_bytes(saved)
     httpx.post(f"{run.url}/admin/reload", headers=AUTH, timeout=60)
     assert httpx.get(f"{run.url}/healthz").json()["registry"]["reachable"] is True
+
+
+def test_scoring_runs_off_the_event_loop(live, world: TinyWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a slow /rank is being scored, the event loop still answers /healthz (issue 18)."""
+    run, _ = live
+    svc = run.service
+    started, release = threading.Event(), threading.Event()
+    score = svc.score
+
+    def slow_score(*args, **kwargs):
+        started.set()
+        release.wait(10)
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(svc, "score", slow_score)
+    answer: dict[str, httpx.Response] = {}
+    ranking = threading.Thread(target=lambda: answer.setdefault("rank", _rank(run, world, n=5)))
+    ranking.start()
+    try:
+        assert started.wait(10), "the rank request never reached scoring"
+        t0 = time.perf_counter()
+        health = httpx.get(f"{run.url}/healthz", timeout=5)
+        assert health.status_code == 200 and time.perf_counter() - t0 < 2 and "rank" not in answer
+    finally:
+        release.set()
+        ranking.join(15)
+    assert answer["rank"].status_code == 200
