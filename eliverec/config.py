@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -117,6 +118,10 @@ class FeaturesConfig(Section):
     hash_salt: str
     vocab: dict[str, int]
     chunk_rows: int = Field(default=131072, ge=1)
+    # sharded build (flows/scale.py): user shards; 0 = enough that none holds more than shard_rows
+    # impressions of a day (at least one per cluster worker)
+    shards: int = Field(default=0, ge=0)
+    shard_rows: int = Field(default=2_000_000, ge=1)
     label_rate_bands: dict[str, tuple[float, float]] = Field(default_factory=dict)
     min_mean_seq_len: dict[str, float] = Field(default_factory=dict)
 
@@ -369,6 +374,19 @@ class FlowsConfig(Section):
     # the nightly's raw data: "collect" reads the days under <data_dir>/raw (served, imported), "simulate"
     # writes the simulated world first (demo, tests; refuses days that hold served or imported logs)
     source: Literal["simulate", "collect"] = "collect"
+    # where the sharded data stages run (flows/scale.py): "local" (a Dask LocalCluster of cluster_workers
+    # processes on this machine) or a Dask scheduler address such as tcp://10.0.0.5:8786
+    cluster: str = "local"
+    cluster_workers: int = Field(default=2, ge=1)  # worker processes of the local cluster (1 thread each)
+
+    @field_validator("cluster")
+    @classmethod
+    def _check_cluster(cls, value: str) -> str:
+        """``local`` or ``<scheme>://<host>:<port>`` (a running Dask scheduler)."""
+        if value == "local" or re.fullmatch(r"(tcp|tls|ucx|inproc)://[^\s/:]+:\d{1,5}", value):
+            return value
+        raise ValueError(f"flows.cluster: '{value}' is neither 'local' nor a Dask scheduler address like "
+                         "tcp://10.0.0.5:8786 (start one with `dask scheduler`)")
 
 
 # --------------------------------------------------------------------------- tuned

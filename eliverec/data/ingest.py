@@ -66,6 +66,7 @@ from eliverec.data.parse import (
     parse_lines,
     quarantine_rows,
 )
+from eliverec.data.partition import string_partition
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, bronze_schema
 from eliverec.errors import DataError
 
@@ -245,25 +246,8 @@ class BlockResult:
 
 
 def _buckets_of(ids: pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
-    """Partition of each event id among ``n``: a deterministic hash of the id's bytes (numpy, no
-    per-row Python), so equal ids share a partition whatever their file or event type."""
-    if n == 1:
-        return np.zeros(len(ids), np.int64)
-    arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    arr = arr.cast(pa.large_string())  # int64 offsets
-    if not len(arr):
-        return np.zeros(0, np.int64)
-    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].astype(np.uint64)
-    starts = offsets[:-1] - offsets[0]
-    pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, np.diff(offsets))
-    with np.errstate(over="ignore"):
-        mixed = data * (np.uint64(0x9E3779B97F4A7C15) ^ (pos.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)))
-        h = np.zeros(len(arr), np.uint64)
-        nonempty = np.diff(offsets) > 0
-        h[nonempty] = np.add.reduceat(mixed, starts[nonempty])
-        h = (h ^ (h >> np.uint64(31))) * np.uint64(0x94D049BB133111EB)
-    return ((h >> np.uint64(17)) % np.uint64(n)).astype(np.int64)
+    """Partition of each event id among ``n`` (:func:`~eliverec.data.partition.string_partition`)."""
+    return string_partition(ids, n)
 
 
 def write_partitioned(table: pa.Table, part: np.ndarray, path: Path) -> dict[int, int]:

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eliverec.data.atomic import publish_dir, stage_lock, write_bytes_atomic
+from eliverec.data.partition import string_partition
 from eliverec.errors import DataError
 from eliverec.features import batch
 from eliverec.features.bronze import read_dimension, read_event, require_window
@@ -75,23 +76,37 @@ def window_days(end_date: str, train_days: int) -> tuple[list[dt.date], dt.date]
     return [end - dt.timedelta(days=i) for i in range(train_days, 0, -1)], end
 
 
-class _Day:
-    """One day's bronze inputs, read lazily."""
+#: ``(k, n)``: shard ``k`` of ``n`` by user hash (:func:`~eliverec.data.partition.string_partition`).
+Shard = tuple[int, int]
 
-    def __init__(self, data_dir: Path, day: dt.date) -> None:
-        self.data_dir, self.day = data_dir, day
+
+def _of_shard(table: pa.Table, shard: Shard | None) -> pa.Table:
+    """The rows of users in ``shard`` (all rows when ``shard`` is None)."""
+    if shard is None or shard[1] == 1:
+        return table
+    return table.filter(pa.array(string_partition(table["user_id"], shard[1]) == shard[0]))
+
+
+class _Day:
+    """One day's bronze inputs, read lazily; user-keyed events only of ``shard``'s users (stats and
+    dimensions whole: every shard needs every channel)."""
+
+    def __init__(self, data_dir: Path, day: dt.date, shard: Shard | None = None) -> None:
+        self.data_dir, self.day, self.shard = data_dir, day, shard
         self.users = read_dimension(data_dir, day, "users")
         self.channels = read_dimension(data_dir, day, "channels")
         self.products = read_dimension(data_dir, day, "products")
 
     def logs(self, spec: FeatureSpec) -> tuple[EventLog, EventLog, EventLog]:
         """Product clicks, watches and stats of this day, hashed with this day's dimension snapshots."""
-        pc_t = read_event(self.data_dir, self.day, "product_click", ["user_id", "ts", "product_id"])
+        pc_t = _of_shard(read_event(self.data_dir, self.day, "product_click", ["user_id", "ts", "product_id"]),
+                         self.shard)
         prod = pc_t["product_id"].combine_chunks()
         products = product_log(spec, pc_t["user_id"].combine_chunks(), pc_t["ts"].to_numpy(), prod,
                                dim_take(prod, self.products, "product_id", "category_id"),
                                dim_take(prod, self.products, "product_id", "brand_id"))
-        lv = read_event(self.data_dir, self.day, "leave", ["user_id", "ts", "channel_id", "stay_ms"])
+        lv = _of_shard(read_event(self.data_dir, self.day, "leave", ["user_id", "ts", "channel_id", "stay_ms"]),
+                       self.shard)
         ch = lv["channel_id"].combine_chunks()
         watches = watch_log(spec, lv["user_id"].combine_chunks(), lv["ts"].to_numpy(), ch,
                             dim_take(ch, self.channels, "channel_id", "anchor_id"),
@@ -110,7 +125,7 @@ class _Day:
 
     def impressions(self) -> pa.Table:
         """The day's impressions, in a deterministic order (ts, request, position, channel)."""
-        t = read_event(self.data_dir, self.day, "impression", IMPRESSION_COLUMNS)
+        t = _of_shard(read_event(self.data_dir, self.day, "impression", IMPRESSION_COLUMNS), self.shard)
         return t.sort_by([("ts", "ascending"), ("request_id", "ascending"), ("position", "ascending"),
                           ("channel_id", "ascending")])
 
@@ -143,9 +158,8 @@ def _remove_leftovers(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _build(settings: Any, end_date: str, train_days: int | None, validate: bool) -> dict[str, Any]:
-    from rich.progress import Progress
-
+def plan_window(settings: Any, end_date: str, train_days: int | None) -> tuple[list[dt.date], dt.date, list[dt.date]]:
+    """``(train days, test day, look-back days)`` of a build, after checking the window's bronze exists."""
     f = settings.features
     n_train = int(train_days if train_days is not None else f.train_days)
     if n_train < 1:
@@ -153,38 +167,67 @@ def _build(settings: Any, end_date: str, train_days: int | None, validate: bool)
     train, test = window_days(end_date, n_train)
     window = [*train, test]
     history = [window[0] - dt.timedelta(days=i) for i in range(f.lookback_days, 0, -1)]
+    require_window(Path(settings.data_dir), window)
+    return train, test, history
+
+
+def _build(settings: Any, end_date: str, train_days: int | None, validate: bool) -> dict[str, Any]:
+    train, test, history = plan_window(settings, end_date, train_days)
+    started = time.perf_counter()
+    days, used_history = scan_days(settings, train, test, history)
+    return finish_build(settings, train, test, history, days, used_history, time.perf_counter() - started,
+                        validate)
+
+
+def scan_days(settings: Any, train: list[dt.date], test: dt.date, history: list[dt.date],
+              shard: Shard | None = None, out: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Stream the days in time order and write every window day's samples; ``(day summaries, look-back days used)``.
+
+    With ``shard``, only that shard's users (their impressions, clicks, watches and visits) are read and
+    the days are written under ``out/<date>`` instead of the data root (:mod:`eliverec.features.shards`
+    merges the shards).
+    """
+    from rich.progress import Progress
+
+    f = settings.features
+    window = [*train, test]
     data_dir = Path(settings.data_dir)
-    require_window(data_dir, window)
     spec = FeatureSpec.from_settings(settings)
     tol = int(settings.ingest.ts_tolerance_ms)
     carry = [empty_log(k, spec) for k in ("product", "watch", "stats")]
     used_history: list[str] = []
     days: dict[str, Any] = {}
     visit_cache: dict[dt.date, dict[str, pa.Table]] = {}
-    started = time.perf_counter()
-    with Progress(transient=True) as progress:
+    with Progress(transient=True, disable=shard is not None) as progress:
         task = progress.add_task("features", total=len(history) + len(window))
         for day in [*history, *window]:
             if day in history and not settings.layout.bronze(day).is_dir():
                 log.warning("look-back day %s has no bronze folder %s: skipped", day, settings.layout.bronze(day))
                 progress.advance(task)
                 continue
-            bronze = _Day(data_dir, day)
+            bronze = _Day(data_dir, day, shard)
             logs = bronze.logs(spec)
             indexes = index_logs(*(EventLog.concat([c, d]) for c, d in zip(carry, logs, strict=True)))
             if day in history:
                 used_history.append(day.isoformat())
             else:
                 ctx = Context(spec, *indexes, bronze.users, bronze.channels)
-                labels = _labels_source(data_dir, day, window, visit_cache)
+                labels = _labels_source(data_dir, day, window, visit_cache, shard)
+                final = settings.layout.features(day) if out is None else out / day.isoformat()
                 summary = _write_day(settings, spec, ctx, bronze.impressions(), labels, day,
-                                     "test" if day == test else "train", window, progress)
+                                     "test" if day == test else "train", window, progress, final)
                 days[day.isoformat()] = summary
             cutoff = day_start_ms(day + dt.timedelta(days=1)) - tol
             carry = [indexes[0].compact(cutoff, f.seq_len), indexes[1].compact(cutoff, f.seq_len),
                      indexes[2].compact(cutoff, 1)]
             progress.advance(task)
-    elapsed = time.perf_counter() - started
+    return days, used_history
+
+
+def finish_build(settings: Any, train: list[dt.date], test: dt.date, history: list[dt.date], days: dict[str, Any],
+                 used_history: list[str], elapsed: float, validate: bool) -> dict[str, Any]:
+    """Write the window's ``feature_spec.json`` and build record, validate if asked; return the record."""
+    spec = FeatureSpec.from_settings(settings)
     rows = sum(s["rows"] for s in days.values())
     result = {
         "end_date": test.isoformat(), "train_days": [d.isoformat() for d in train], "test_day": test.isoformat(),
@@ -204,35 +247,34 @@ def _build(settings: Any, end_date: str, train_days: int | None, validate: bool)
     return result
 
 
-def _labels_source(data_dir: Path, day: dt.date, window: list[dt.date], cache: dict[dt.date, dict[str, pa.Table]]
-                   ) -> dict[str, pa.Table]:
+def _labels_source(data_dir: Path, day: dt.date, window: list[dt.date], cache: dict[dt.date, dict[str, pa.Table]],
+                   shard: Shard | None = None) -> dict[str, pa.Table]:
     """Visit events of ``day`` and of the next day when it is in the window (cached, old days dropped)."""
     for old in [d for d in cache if d < day]:
         del cache[old]
     if day not in cache:
-        cache[day] = _visits_of(data_dir, day)
+        cache[day] = _visits_of(data_dir, day, shard)
     nxt = day + dt.timedelta(days=1)
     if nxt in window and nxt not in cache:
-        cache[nxt] = _visits_of(data_dir, nxt)
+        cache[nxt] = _visits_of(data_dir, nxt, shard)
     parts = [cache[d] for d in (day, nxt) if d in cache]
     return {e: pa.concat_tables(p[e] for p in parts) for e in VISIT_EVENTS}
 
 
-def _visits_of(data_dir: Path, day: dt.date) -> dict[str, pa.Table]:
-    """The visit events of one day that carry labels."""
-    return {e: read_event(data_dir, day, e, cols) for e, cols in VISIT_EVENTS.items()}
+def _visits_of(data_dir: Path, day: dt.date, shard: Shard | None = None) -> dict[str, pa.Table]:
+    """The visit events of one day that carry labels (of ``shard``'s users only, if given)."""
+    return {e: _of_shard(read_event(data_dir, day, e, cols), shard) for e, cols in VISIT_EVENTS.items()}
 
 
 def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, visits: dict[str, pa.Table],
-               day: dt.date, split: str, window: list[dt.date], progress: Any) -> dict[str, Any]:
-    """Featurise one day in chunks into a temporary folder, then swap it in; return its summary."""
+               day: dt.date, split: str, window: list[dt.date], progress: Any, final: Path) -> dict[str, Any]:
+    """Featurise one day in chunks into a temporary folder, then swap it in as ``final``; return its summary."""
     n = imp.num_rows
     earliest = day_start_ms(day) - int(settings.ingest.ts_tolerance_ms)
     if n and int(pc.min(imp["ts"]).as_py()) < earliest:
         path = settings.layout.bronze_table(day, "impression")
         raise DataError(f"{path}: impressions before {day} minus ingest.ts_tolerance_ms; "
                         "re-ingest the day (`eliverec ingest`) or raise the tolerance")
-    final = settings.layout.features(day)
     tmp = final.parent / f".{day.isoformat()}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / TENSORS).mkdir(parents=True)
@@ -256,7 +298,8 @@ def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, vi
         m.close()
     progress.remove_task(task)
     summary = {"date": day.isoformat(), "split": split, "window": [window[0].isoformat(), window[-1].isoformat()],
-               "spec_hash": spec.spec_hash, "rows": n, **acc.result(), "hash_collisions": _collisions(spec, ctx)}
+               "spec_hash": spec.spec_hash, "rows": n, **acc.result(),
+               "hash_collisions": collisions(spec, ctx.users, ctx.channels)}
     (tmp / FEATURE_SPEC).write_text(spec.to_json())
     (tmp / DAY_SUMMARY).write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, final)
@@ -382,13 +425,13 @@ class _Accumulator:
                 "share_with_stats": round(self.sums.get("has_stats", 0.0) / d, 4)}
 
 
-def _collisions(spec: FeatureSpec, ctx: Context) -> dict[str, int]:
+def collisions(spec: FeatureSpec, users: pa.Table, channels: pa.Table) -> dict[str, int]:
     """Distinct raw values that share a hash slot with another, per space, in this day's dimension tables."""
     out: dict[str, int] = {}
-    for space, table, column in (("gender", ctx.users, "gender"), ("age_bucket", ctx.users, "age_bucket"),
-                                 ("city_tier", ctx.users, "city_tier"), ("user", ctx.users, "user_id"),
-                                 ("channel", ctx.channels, "channel_id"), ("anchor", ctx.channels, "anchor_id"),
-                                 ("category", ctx.channels, "top_category")):
+    for space, table, column in (("gender", users, "gender"), ("age_bucket", users, "age_bucket"),
+                                 ("city_tier", users, "city_tier"), ("user", users, "user_id"),
+                                 ("channel", channels, "channel_id"), ("anchor", channels, "anchor_id"),
+                                 ("category", channels, "top_category")):
         uniq = pc.unique(pc.fill_null(table[column].combine_chunks().cast(pa.string()), UNKNOWN))
         out[space] = int(len(uniq) - len(np.unique(spec.hash(uniq, space))))
     small = {k: v for k, v in out.items() if v and k in ("gender", "age_bucket", "city_tier")}
