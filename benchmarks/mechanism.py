@@ -189,11 +189,11 @@ def score_test_day(settings: Any, net: Any, test_day: str) -> tuple[dict[str, fl
     """AUC / gAUC of the test day at the serving position, and the z parts read in the same pass."""
     import torch
 
-    from eliverec.evaluation.metrics import auc, gauc
     from eliverec.evaluation.oracle import load_test_day
     from eliverec.evaluation.probe import capture_parts, split_parts
-    from eliverec.training.data import load_days
-    from eliverec.training.trainer import predict
+    from eliverec.features.dataset import load_days
+    from eliverec.scoring.metrics import auc, gauc
+    from eliverec.scoring.scores import predict
 
     test = load_days(settings.data_dir, [test_day])
     day = load_test_day(settings, test_day)
@@ -205,7 +205,7 @@ def score_test_day(settings: Any, net: Any, test_day: str) -> tuple[dict[str, fl
 
 def test_batches(settings: Any, test_day: str, n: int, size: int, seed: int) -> list[dict[str, Any]]:
     """``n`` random test-day batches of ``size`` rows (fixed by ``seed``), as model inputs with labels."""
-    from eliverec.training.data import load_days
+    from eliverec.features.dataset import load_days
 
     ds = load_days(settings.data_dir, [test_day])
     rows = np.random.default_rng(seed).permutation(len(ds))

@@ -405,7 +405,7 @@ def day_truth(world: Any, settings: Any, date: str, day: Any, ranked: Any, rng: 
     import pyarrow.parquet as pq
 
     from eliverec.evaluation.oracle import world_index
-    from eliverec.training.data import day_dir
+    from eliverec.features.dataset import day_dir
     from eliverec.world.world import FEED_CUT, POSITION_GAP_MS
 
     t = pq.read_table(day_dir(settings.data_dir, date) / "samples.parquet", columns=["user_id", "ts"]).to_pandas()

@@ -19,13 +19,17 @@ Output: a DataFrame with one row per sample and the columns ``watch``, ``goods_b
 The artifact ``network`` holds the state dict, the resolved settings, the feature spec and the
 builder (``module:function``) that rebuilds the network, so loading needs only the ``eliverec``
 package, not a pickled class. The blob is read with ``torch.load(weights_only=True)`` and its
-builder must be on the allow-list (:func:`trusted_builder`).
+builder must be on the allow-list (:func:`trusted_builder`). Blobs and training checkpoints share one
+file format: plain data written atomically (:func:`save_atomic`) and read with ``weights_only``
+(:func:`load`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import pickle
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +43,6 @@ import torch
 
 from eliverec.errors import EliverecError
 from eliverec.features.batch import LABELS, task_scores
-from eliverec.training.checkpoint import load, save_atomic
 
 NETWORK_BLOB = "network.pt"  # the blob's file name (the pyfunc artifact ``network``)
 #: The builder of every platform network (``module:function``).
@@ -51,6 +54,66 @@ TRUSTED_ENV = "ELIVEREC_TRUSTED_BUILDERS"
 
 class UntrustedModel(EliverecError):
     """A model blob asks for code outside the allow-list."""
+
+
+# --------------------------------------------------------------------------- plain-data torch files
+# The one file format of model blobs and training checkpoints (eliverec.training.checkpoint).
+class CheckpointError(EliverecError):
+    """A checkpoint or model file that cannot be read as plain data."""
+
+
+def save_atomic(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, fsync, then rename over ``path``.
+
+    >>> import tempfile
+    >>> p = save_atomic({"a": 1}, Path(tempfile.mkdtemp()) / "x.pt")
+    >>> torch.load(p)["a"]
+    1
+    """
+    path = Path(path)
+    obj = plain(obj)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a save a killed process did not finish
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers and numpy arrays as tensors (what
+    ``weights_only`` loading accepts); containers are rebuilt, tensors kept.
+
+    >>> plain({"a": np.float32(0.5), "b": [np.int64(2)], "c": (np.arange(2),)})
+    {'a': 0.5, 'b': [2], 'c': (tensor([0, 1]),)}
+    """
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return type(obj)((k, plain(v)) for k, v in obj.items())
+    if type(obj) in (list, tuple):  # exactly: subclasses (torch.Size, named tuples) are kept as they are
+        return type(obj)(plain(v) for v in obj)
+    return obj
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint or model blob: ``weights_only=True``, so the file can carry data, never code."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: not a plain-data checkpoint ({str(exc).splitlines()[0]}); files written "
+                              "before weights-only loading must be re-created (retrain or re-export), they are "
+                              "not unpickled") from exc
 
 
 OUTPUTS: tuple[str, ...] = LABELS  # the model's output columns: one score per task

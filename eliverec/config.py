@@ -22,7 +22,10 @@ The search order for ``params.yaml``: the explicit path, ``$ELIVEREC_PARAMS``,
 
 from __future__ import annotations
 
+import argparse
 import copy
+import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -108,6 +111,31 @@ class ValidateConfig(Section):
 
 
 # --------------------------------------------------------------------------- features
+# the vocabulary spaces features.vocab must size (eliverec.features.hashing hashes into them)
+#: Spaces hashed from string ids.
+HASHED: tuple[str, ...] = (
+    "user", "product", "category", "brand", "channel", "anchor", "scene", "gender", "age_bucket", "city_tier",
+)
+#: Fixed-range fields and the smallest vocabulary that holds all their values.
+FIXED_MIN: dict[str, int] = {"hour": 25, "weekday": 8, "register_bucket": 3, "position": 2}
+
+def check_vocab(vocab: Mapping[str, int]) -> None:
+    """Raise ``ValueError`` naming the key when a vocabulary is missing or too small.
+
+    >>> check_vocab({"hour": 10})
+    Traceback (most recent call last):
+    ...
+    ValueError: features.vocab: missing user, product, category, brand, channel, anchor, scene, gender, \
+age_bucket, city_tier, weekday, register_bucket, position; hour must be >= 25 (got 10)
+    """
+    missing = [k for k in (*HASHED, *FIXED_MIN) if k not in vocab]
+    small = [f"{k} must be >= {FIXED_MIN.get(k, 2)} (got {v})" for k, v in vocab.items()
+             if v < FIXED_MIN.get(k, 2)]
+    problems = ([f"missing {', '.join(missing)}"] if missing else []) + small
+    if problems:
+        raise ValueError("features.vocab: " + "; ".join(problems))
+
+
 class FeaturesConfig(Section):
     """Point-in-time samples and hashing (DESIGN section 3, "Samples")."""
 
@@ -128,8 +156,6 @@ class FeaturesConfig(Section):
     @model_validator(mode="after")
     def _check_vocab(self) -> FeaturesConfig:
         """Every hashed field needs a vocabulary; fixed-range fields need room for their values."""
-        from eliverec.features.hashing import check_vocab
-
         check_vocab(self.vocab)
         return self
 
@@ -245,6 +271,49 @@ class EvaluationConfig(Section):
 
 
 # --------------------------------------------------------------------------- monitor
+# The columns monitoring compares between the training window and day D (eliverec.monitoring.frames builds
+# them; monitor.column_thresholds may name only these). Model inputs come from features/<date>/samples.parquet
+# and, for the sequences, from summaries of the tensors. ``weekday`` is left out on purpose: the reference
+# window always holds other weekdays than day D, so it would "drift" every day.
+#: Numerical model inputs: sequence lengths and category-mix summaries, dynamic context, feed context.
+NUMERICAL: tuple[str, ...] = (
+    "product_len", "channel_len",  # non-pad length of the last-50 sequences
+    "product_novelty", "channel_novelty",  # share of the 10 latest behaviours in a category absent before
+    "product_target_share", "channel_target_share",  # share of the sequence in the target's top category
+    "log_viewers", "log_revenue_window", "log_n_on_sale", "log_stats_age_min", "dynamic_cats_n",  # channel_stats
+    "position", "hour",
+)
+#: Categorical model inputs: target category, scene, user profile (hashed ids), latest behaviour categories.
+CATEGORICAL: tuple[str, ...] = (
+    "top_category", "scene", "gender_h", "age_bucket_h", "city_tier_h", "register_bucket", "has_stats",
+    "last_product_category", "last_channel_category",
+)
+#: Labels (target drift): binary rates compared as categories, stay time as a number.
+TARGETS_BINARY: tuple[str, ...] = ("watch", "goods_bag", "product_click")
+TARGETS_NUMERICAL: tuple[str, ...] = ("stay_time",)
+#: The served score (prediction drift), present when the ranking service logged impressions.
+PREDICTION = "score"
+
+ALL_COLUMNS: tuple[str, ...] = (*NUMERICAL, *CATEGORICAL, *TARGETS_BINARY, *TARGETS_NUMERICAL, PREDICTION)
+
+
+def check_thresholds(thresholds: Mapping[str, float]) -> None:
+    """Per-column drift thresholds must name monitored columns and be positive.
+
+    >>> check_thresholds({"product_len": 0.4})
+    >>> check_thresholds({"produkt_len": 0.4})
+    Traceback (most recent call last):
+    ...
+    ValueError: monitor.column_thresholds: unknown column 'produkt_len' (known: product_len, channel_len, ...)
+    """
+    for name, value in thresholds.items():
+        if name not in ALL_COLUMNS:
+            raise ValueError(f"monitor.column_thresholds: unknown column '{name}' "
+                             f"(known: {', '.join(ALL_COLUMNS[:2])}, ...)")
+        if not value > 0:
+            raise ValueError(f"monitor.column_thresholds.{name}: must be > 0 (got {value})")
+
+
 class MonitorConfig(Section):
     """Daily monitoring with Evidently (``eliverec monitor``; ``eliverec.monitoring``).
 
@@ -276,8 +345,6 @@ class MonitorConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> MonitorConfig:
-        from eliverec.monitoring.columns import check_thresholds
-
         check_thresholds(self.column_thresholds)
         if not self.windows or min(self.windows) < 1:
             raise ValueError("windows needs at least one window of >= 1 day")
@@ -599,6 +666,70 @@ def load_settings(
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     return settings
+
+
+# --------------------------------------------------------------------------- hand-off to child processes
+SETTINGS_FILE_VERSION = 1
+
+
+def settings_hash(settings: Settings) -> str:
+    """Short sha256 of the settings' canonical JSON (secrets included): names one resolved configuration."""
+    blob = json.dumps(settings.section_dict(secrets=True), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def write_settings(settings: Settings, path: str | Path) -> Path:
+    """Write the resolved settings for a child process: ``{"version", "hash", "settings"}`` JSON, mode 0600
+    (it holds the secrets). :func:`read_settings` gives them back without reading ``params.yaml``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"version": SETTINGS_FILE_VERSION, "hash": settings_hash(settings),
+               "settings": settings.section_dict(secrets=True)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(json.dumps(payload, sort_keys=True))
+    tmp.replace(path)
+    return path
+
+
+def read_settings(path: str | Path) -> Settings:
+    """The settings :func:`write_settings` wrote, checked against their hash (no ``params.yaml`` involved)."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+        settings = Settings.model_validate(payload["settings"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a settings file written by eliverec ({exc}); pass --profile/--set "
+                          "instead or write it again") from exc
+    if payload.get("version") != SETTINGS_FILE_VERSION or payload.get("hash") != settings_hash(settings):
+        raise ConfigError(f"{path}: settings hash {payload.get('hash')} does not match its content "
+                          f"({settings_hash(settings)}); the file was changed after it was written, write it again")
+    return settings
+
+
+def add_settings_options(parser: argparse.ArgumentParser, resolved: bool = True) -> argparse.ArgumentParser:
+    """The settings options of every argparse command line (flows, the torchrun launcher).
+
+    ``--profile``, ``--set`` (repeatable), ``--data-dir``, ``--params`` resolve ``params.yaml``; with
+    ``resolved``, ``--settings FILE`` instead reads settings a parent process resolved (:func:`write_settings`).
+    The user-facing command line is the Typer CLI (``eliverec``); these parsers sit behind it.
+    """
+    parser.add_argument("--profile")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--data-dir")
+    parser.add_argument("--params")
+    if resolved:
+        parser.add_argument("--settings", dest="settings_file", help="resolved settings (JSON) of a parent process")
+    return parser
+
+
+def settings_from_options(args: argparse.Namespace) -> Settings:
+    """The settings named by :func:`add_settings_options`' options: ``--settings FILE`` when given, else resolved."""
+    if getattr(args, "settings_file", None):
+        if args.profile or args.overrides or args.data_dir or args.params:
+            raise ConfigError("--settings FILE holds resolved settings: drop --profile/--set/--data-dir/--params")
+        return read_settings(args.settings_file)
+    return load_settings(args.profile, args.overrides, args.params, args.data_dir)
 
 
 def _split_tuned(path: Path, raw: dict[str, Any], over: Mapping[str, Any] | None) -> tuple[dict[str, Any], Any]:

@@ -1,15 +1,23 @@
-"""Point MLflow at a run's store without leaking it into the environment.
+"""The MLflow store: pointing at it without leaking it into the environment; the feature days a run read.
 
 ``mlflow.set_tracking_uri`` also exports ``$MLFLOW_TRACKING_URI`` for child processes. That
 variable overrides ``tracking.uri`` in :func:`eliverec.config.load_settings`, so in one process
 (a Prefect worker, a test) the first world's store would become every later world's store. Here
 the client is pointed at the URI and the variable is put back as it was: the environment keeps
 saying only what the operator set.
+
+:func:`feature_days_input` describes feature days as an MLflow dataset input (name, digest of the day
+arrays, source folder, context): training logs its training days with it, the gate its test day.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 
 def use_store(uri: str, registry: bool = True) -> None:
@@ -24,3 +32,30 @@ def use_store(uri: str, registry: bool = True) -> None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def feature_days_input(context: str, name: str, folders: Mapping[str, Path]) -> Any:
+    """Feature days (``{date: folder}``) as an ``mlflow.entities.DatasetInput`` for ``MlflowClient.log_inputs``.
+
+    The dataset's digest is the days' array fingerprint (names, sizes, times), its source the first
+    folder's parent; tags: ``days`` (the dates) and ``mlflow.data.context`` (``training`` or ``evaluation``).
+    """
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    h = hashlib.sha256()
+    for date, folder in sorted(folders.items()):
+        for p in sorted(Path(folder).glob("**/*.npy")):
+            st = p.stat()
+            h.update(f"{date}/{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    root = Path(next(iter(folders.values()))).parent
+    with warnings.catch_warnings():  # a local path matches two equivalent local source types
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(root))
+    d = MetaDataset(source, name=name, digest=h.hexdigest()[:16]).to_dict()
+    entity = Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"], source=d["source"],
+                     schema=d.get("schema"), profile=d.get("profile"))
+    tags = [InputTag(key="days", value=",".join(sorted(folders))), InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)]
+    return DatasetInput(dataset=entity, tags=tags)

@@ -3,7 +3,7 @@
 ``evaluate(settings, model_uri, date)`` loads the model from MLflow (``models:/name@alias``,
 ``models:/m-...``, ``runs:/<run>/model``), scores every sample of ``<data_dir>/features/<date>/``
 and writes ``<data_dir>/reports/evaluation/<date>/<name>.json`` and ``.md``: the metrics of
-:mod:`eliverec.evaluation.metrics` overall and per segment, and the reliability table. Segments use
+:mod:`eliverec.scoring.metrics` overall and per segment, and the reliability table. Segments use
 the impression counts of the ``features.train_days`` days before ``date`` (those present).
 
 Every impression is scored twice (:func:`score_day`): at the model's serving position (its stored
@@ -29,16 +29,17 @@ import pandas as pd
 
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
-from eliverec.evaluation.metrics import (
+from eliverec.features.batch import LABELS
+from eliverec.features.dataset import ArrayDataset, day_dir, load_days
+from eliverec.layout import previous_days
+from eliverec.scoring.metrics import (
     LOGGED_PREFIX,
     LOGGED_WATCH,
     compute_metrics,
     reliability_table,
     segment_metrics,
 )
-from eliverec.features.batch import LABELS
-from eliverec.layout import previous_days
-from eliverec.training.data import ArrayDataset, day_dir, load_days
+from eliverec.scoring.scores import at_position, scored_frame, set_threads
 
 SCORE_CHUNK = 65536  # rows per pyfunc call (bounded memory on big days)
 
@@ -56,7 +57,6 @@ def report_name(model_uri: str) -> str:
 def load_model(settings: Settings, model_uri: str) -> Any:
     """The pyfunc model behind ``model_uri`` (a clear error when it cannot be found)."""
     from eliverec.artifact import load_network
-    from eliverec.training.trainer import set_threads
 
     set_threads(settings)  # scoring shares the machine like training does
     return load_network(settings.tracking.uri, model_uri).pyfunc
@@ -69,12 +69,6 @@ def score(model: Any, ds: ArrayDataset) -> pd.DataFrame:
         batch = ds[np.arange(start, min(start + SCORE_CHUNK, len(ds)))]
         parts.append(model.predict({k: v.numpy() for k, v in batch.items() if k not in LABELS and k != "ts"}))
     return pd.concat(parts, ignore_index=True)
-
-
-def at_position(ds: ArrayDataset, position: int) -> ArrayDataset:
-    """``ds`` with every row's feed position replaced by ``position`` (as serving scores; other columns shared)."""
-    parts = [{**part, "position": np.full_like(np.asarray(part["position"]), position)} for part in ds.parts]
-    return ArrayDataset(parts, ds.index)
 
 
 def serve_position(settings: Settings, model: Any) -> int:
@@ -129,21 +123,6 @@ def cached_score_day(settings: Settings, model: Any, ds: ArrayDataset, date: str
     tmp.replace(path)
     meta_path.write_text(json.dumps({"key": key, "logged": logged, "finite": finite}))
     return frame, finite
-
-
-def scored_frame(ds: ArrayDataset, preds: pd.DataFrame, logged: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Ids, labels and ``pred_<label>`` columns, as :func:`compute_metrics` reads them.
-
-    ``preds`` are the scores the metrics read (the serving position in evaluation and the gate);
-    ``logged`` (optional) the scores at the logged position, whose watch column becomes ``pred_watch_logged``.
-    """
-    frame = pd.DataFrame({"user": ds.column("user"), "channel": ds.column("channel")[:, 0]})
-    for label in LABELS:
-        frame[label] = ds.column(label)
-        frame[f"pred_{label}"] = preds[label].to_numpy()
-    if logged is not None:
-        frame[LOGGED_WATCH] = logged["watch"].to_numpy()
-    return frame
 
 
 def trailing_counts(settings: Settings, date: str) -> tuple[pd.Series, pd.Series]:

@@ -9,7 +9,7 @@ same held-out day in one run and applies these checks (thresholds in ``params.ya
 - ``aux/<task>``: goods-bag and product-click AUC (on watched impressions) may not drop by more
   than ``aux_tolerance``; stay-time RMSE may not grow by more than ``aux_tolerance`` (relative).
 - ``segment/<segment>/<metric>``: AUC and gAUC on low-activity users and on unpopular channels
-  (segments as in :mod:`eliverec.evaluation.metrics`) may not drop by more than ``segment_tolerance``.
+  (segments as in :mod:`eliverec.scoring.metrics`) may not drop by more than ``segment_tolerance``.
 - ``calibration``: mean predicted over observed watch rate inside ``calibration_band``.
 - ``finite``: no NaN or infinite output on the whole day.
 - ``latency``: p99 time to score one request of ``latency_candidates`` candidates (the call serving
@@ -22,7 +22,7 @@ the primary, segment and bootstrap checks read those scores: the logged feed pos
 logging policy's own ranking, which serving never sees (a model that leans on it looks better
 offline than it ranks online). The logged-position metrics (``logged_pos/...``) and calibration
 (which needs the positions the labels were observed at) come from a second pass and are reported;
-see :mod:`eliverec.evaluation.metrics`.
+see :mod:`eliverec.scoring.metrics`.
 
 With no champion yet (bootstrapping) the comparative checks are skipped and say so. The verdict
 and every number are written to ``<data_dir>/reports/gate/<date>/<name>.json`` and ``.md`` and
@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from eliverec.config import Settings
-from eliverec.evaluation.metrics import (
+from eliverec.features.batch import LABELS, REQUEST_KEYS
+from eliverec.scoring.metrics import (
     LOGGED_PREFIX,
     auc,
     compute_metrics,
@@ -50,7 +51,6 @@ from eliverec.evaluation.metrics import (
     segment_metrics,
     weighted_auc,
 )
-from eliverec.features.batch import LABELS
 
 GUARDED_SEGMENTS: tuple[str, ...] = ("low_activity", "unpopular")
 
@@ -190,7 +190,7 @@ def request_latency_ms(network: Any, batch: dict[str, np.ndarray], candidates: i
     n = len(next(iter(batch.values())))
     rows = np.arange(candidates) % n
     request = {k: v[rows].copy() for k, v in batch.items()}
-    for key in ("user", "profile", "context", "product_seq", "product_len", "channel_seq", "channel_len"):
+    for key in REQUEST_KEYS:
         if key in request:
             request[key][:] = request[key][0]  # one user, many candidate channels
     tensors = to_tensor_batch(request)
@@ -233,7 +233,7 @@ def gate(
     """Evaluate candidate vs champion on ``date``; write and log the verdict (see module docstring)."""
     from eliverec import registry
     from eliverec.evaluation.evaluate import cached_score_day, load_model, trailing_counts
-    from eliverec.training.data import load_days
+    from eliverec.features.dataset import load_days
 
     if champion_uri is None and registry.alias_version(settings, registry.CHAMPION) is not None:
         champion_uri = f"models:/{settings.tracking.registered_model}@{registry.CHAMPION}"
@@ -352,14 +352,18 @@ def markdown(result: GateResult, version: str | None = None) -> str:
 
 
 def _record(settings: Settings, result: GateResult, version: str | None, run_id: str | None) -> None:
-    """Log the verdict to the candidate's MLflow run and tag the registry version."""
+    """Log the verdict and the test day (a dataset input, context ``evaluation``) to the candidate's MLflow run,
+    and tag the registry version."""
     from eliverec import registry
+    from eliverec.store import feature_days_input
 
     client = registry.client(settings)
     if run_id is None and version is not None:
         run_id = client.get_model_version(settings.tracking.registered_model, version).run_id
     if run_id:
         client.set_tag(run_id, "gate_verdict", result.verdict)
+        day = {result.date: settings.layout.features(result.date)}
+        client.log_inputs(run_id, [feature_days_input("evaluation", f"features {result.date}", day)])
         for c in result.checks:
             if c.candidate is not None and math.isfinite(c.candidate):
                 client.log_metric(run_id, f"gate/{c.name}".replace("@", "_at_"), c.candidate)

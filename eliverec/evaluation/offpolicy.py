@@ -416,7 +416,7 @@ def load_day_feeds(settings: Settings, date: str, max_feeds: int, seed: int) -> 
     """
     import pandas as pd
 
-    from eliverec.training.data import load_days
+    from eliverec.features.dataset import load_days
 
     ds = load_days(settings.data_dir, [date])  # a DataError naming the folder when the day is missing
     full = _impressions_with_propensity(settings, date)
@@ -453,7 +453,7 @@ def _impressions_with_propensity(settings: Settings, date: str):  # -> pd.DataFr
     import pyarrow.parquet as pq
 
     from eliverec.features.bronze import read_event
-    from eliverec.training.data import day_dir
+    from eliverec.features.dataset import day_dir
 
     cols = ["request_id", "user_id", "channel_id", "position", "ts"]
     t = pq.read_table(settings.layout.samples(date), columns=cols).to_pandas()

@@ -17,7 +17,7 @@ positions and requests, while the logit is the policy's own ranking score.
 
 Test rows are mapped back to the world through ``features/<date>/samples.parquet`` (``user_id`` "u12",
 ``channel_id`` "c3", ``ts``, ``position``); row ``i`` there is tensor row ``i`` of the day, so
-model scores from :func:`eliverec.training.trainer.predict` on ``load_days([date])`` align with it.
+model scores from :func:`eliverec.scoring.scores.predict` on ``load_days([date])`` align with it.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 
 from eliverec.config import Settings
 from eliverec.errors import DataError
-from eliverec.evaluation.metrics import auc, gauc
-from eliverec.training.data import day_dir
+from eliverec.features.dataset import day_dir
+from eliverec.scoring.metrics import auc, gauc
 
 SAMPLE_COLUMNS = ["user_id", "channel_id", "ts", "position", "watch"]
 

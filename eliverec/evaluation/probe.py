@@ -41,9 +41,9 @@ from torch import nn
 from eliverec.artifact import to_tensor_batch
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
-from eliverec.evaluation.metrics import auc
 from eliverec.evaluation.oracle import load_test_day
-from eliverec.training.data import ArrayDataset, load_days
+from eliverec.features.dataset import ArrayDataset, load_days
+from eliverec.scoring.metrics import auc
 
 PARTS: tuple[str, ...] = ("z_cV", "z_sV", "z_cS", "z_sS")  # order of ELiveRec.encode: live (c, s), product (c, s)
 INTENT_SETS: tuple[str, ...] = ("consistent", "product", "live")
@@ -52,9 +52,8 @@ INTENT_SETS: tuple[str, ...] = ("consistent", "product", "live")
 def load_trained(checkpoint_dir: str | Path) -> nn.Module:
     """The network of a finished training run (``TrainResult.checkpoint_dir``), in eval mode: the best
     validation weights (``best.pt``) when there are any, else the last (``latest.pt``)."""
-    from eliverec.artifact import rebuild
+    from eliverec.artifact import BUILDER, rebuild
     from eliverec.training import checkpoint as ckpt
-    from eliverec.training.trainer import DEFAULT_BUILDER
 
     folder = Path(checkpoint_dir)
     if not (folder / ckpt.LATEST).is_file():
@@ -63,7 +62,7 @@ def load_trained(checkpoint_dir: str | Path) -> nn.Module:
     best = folder / ckpt.BEST
     weights = ckpt.load(best)["model"] if best.is_file() else latest["model"]
     return rebuild({"settings": latest["settings"], "feature_spec": latest["feature_spec"],
-                    "builder": DEFAULT_BUILDER, "state_dict": weights})
+                    "builder": BUILDER, "state_dict": weights})
 
 
 def check_probeable(model: nn.Module) -> None:

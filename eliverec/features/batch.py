@@ -39,6 +39,10 @@ DYNAMIC_DENSE: int = 4
 DYNAMIC_CATS: int = 8
 LABELS: tuple[str, ...] = ("watch", "stay_time", "goods_bag", "product_click")
 AUX_TASKS: tuple[str, ...] = ("stay_time", "goods_bag", "product_click")
+#: Keys that hold one value for every candidate of a request (one user at one time); the rest vary per candidate.
+REQUEST_KEYS: tuple[str, ...] = (
+    "user", "profile", "context", "product_seq", "product_len", "channel_seq", "channel_len",
+)  # fmt: skip
 
 
 def task_scores(outputs: Mapping[str, torch.Tensor], has_aux: bool = True) -> dict[str, torch.Tensor]:

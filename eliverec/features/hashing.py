@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,32 +26,9 @@ import xxhash
 
 from eliverec.errors import DataError
 
-#: Spaces hashed from string ids.
-HASHED: tuple[str, ...] = (
-    "user", "product", "category", "brand", "channel", "anchor", "scene", "gender", "age_bucket", "city_tier",
-)
-#: Fixed-range fields and the smallest vocabulary that holds all their values.
-FIXED_MIN: dict[str, int] = {"hour": 25, "weekday": 8, "register_bucket": 3, "position": 2}
 UNKNOWN = "\x00unknown"  # the token a missing dimension value hashes as (never 0: 0 is padding)
 HASH_ALGO = "xxh3_64(utf8(id), seed=xxh64(salt|space)) % (vocab - 1) + 1"
 SPEC_VERSION = 1
-
-
-def check_vocab(vocab: Mapping[str, int]) -> None:
-    """Raise ``ValueError`` naming the key when a vocabulary is missing or too small.
-
-    >>> check_vocab({"hour": 10})
-    Traceback (most recent call last):
-    ...
-    ValueError: features.vocab: missing user, product, category, brand, channel, anchor, scene, gender, \
-age_bucket, city_tier, weekday, register_bucket, position; hour must be >= 25 (got 10)
-    """
-    missing = [k for k in (*HASHED, *FIXED_MIN) if k not in vocab]
-    small = [f"{k} must be >= {FIXED_MIN.get(k, 2)} (got {v})" for k, v in vocab.items()
-             if v < FIXED_MIN.get(k, 2)]
-    problems = ([f"missing {', '.join(missing)}"] if missing else []) + small
-    if problems:
-        raise ValueError("features.vocab: " + "; ".join(problems))
 
 
 def space_seed(salt: str, space: str) -> int:

@@ -2,5 +2,5 @@
 
 Entry point: :func:`eliverec.monitoring.monitor.monitor_day` (``eliverec monitor --date D``);
 ``eliverec ui monitoring`` serves the Evidently workspace (:mod:`eliverec.monitoring.workspace`).
-This package imports nothing heavy at import time (``eliverec.config`` imports :mod:`.columns`).
+The monitored columns are named in :mod:`eliverec.config` (``monitor.column_thresholds`` is checked against them).
 """

@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from eliverec.config import CATEGORICAL, NUMERICAL, PREDICTION, TARGETS_BINARY, TARGETS_NUMERICAL
 from eliverec.errors import DataError
 from eliverec.features.bronze import read_dimension, read_event
 from eliverec.layout import DataLayout, as_date, previous_days
-from eliverec.monitoring.columns import CATEGORICAL, NUMERICAL, PREDICTION, TARGETS_BINARY, TARGETS_NUMERICAL
 
 #: Latest behaviours whose categories are checked against the older part of a sequence (novelty).
 NOVELTY_RECENT = 10

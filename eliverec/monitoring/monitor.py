@@ -35,11 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eliverec.config import Settings
+from eliverec.config import CATEGORICAL, NUMERICAL, PREDICTION, TARGETS_BINARY, TARGETS_NUMERICAL, Settings
 from eliverec.errors import DataError, ValidationFailed
 from eliverec.layout import as_date, date_folders
 from eliverec.monitoring import frames
-from eliverec.monitoring.columns import CATEGORICAL, NUMERICAL, PREDICTION, TARGETS_BINARY, TARGETS_NUMERICAL
 
 log = logging.getLogger(__name__)
 

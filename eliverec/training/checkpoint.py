@@ -13,24 +13,19 @@ checkpoint or a model blob never runs code from the file.
 
 from __future__ import annotations
 
-import os
-import pickle
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from eliverec.errors import EliverecError
+# the plain-data file format (also the model blob's) lives with the saved network
+from eliverec.artifact import CheckpointError, load, plain, save_atomic
+
+__all__ = ["BEST", "LATEST", "CheckpointError", "load", "plain", "rng_state", "save_atomic", "set_rng_state"]
 
 LATEST = "latest.pt"
 BEST = "best.pt"
-
-
-class CheckpointError(EliverecError):
-    """A checkpoint or model file that cannot be read as plain data."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -54,57 +49,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_atomic(obj: Any, path: Path) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then rename over ``path``.
-
-    >>> import tempfile
-    >>> p = save_atomic({"a": 1}, Path(tempfile.mkdtemp()) / "x.pt")
-    >>> torch.load(p)["a"]
-    1
-    """
-    path = Path(path)
-    obj = plain(obj)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a save a killed process did not finish
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def plain(obj: Any) -> Any:
-    """``obj`` with numpy scalars as Python numbers and numpy arrays as tensors (what
-    ``weights_only`` loading accepts); containers are rebuilt, tensors kept.
-
-    >>> plain({"a": np.float32(0.5), "b": [np.int64(2)], "c": (np.arange(2),)})
-    {'a': 0.5, 'b': [2], 'c': (tensor([0, 1]),)}
-    """
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, dict):
-        return type(obj)((k, plain(v)) for k, v in obj.items())
-    if type(obj) in (list, tuple):  # exactly: subclasses (torch.Size, named tuples) are kept as they are
-        return type(obj)(plain(v) for v in obj)
-    return obj
-
-
-def load(path: Path) -> dict[str, Any]:
-    """Read a checkpoint or model blob: ``weights_only=True``, so the file can carry data, never code."""
-    try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: not a plain-data checkpoint ({str(exc).splitlines()[0]}); files written "
-                              "before weights-only loading must be re-created (retrain or re-export), they are "
-                              "not unpickled") from exc

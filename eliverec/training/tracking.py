@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from eliverec.config import Settings, TrackingConfig
 from eliverec.layout import sqlite_artifacts
-from eliverec.store import use_store
+from eliverec.store import feature_days_input, use_store
 
 _PARENT_RUN: ContextVar[str | None] = ContextVar("eliverec_parent_run", default=None)
 
@@ -170,7 +169,11 @@ class Tracker:
     def log_days(self, context: str, name: str, folders: Mapping[str, Path]) -> None:
         """Log feature days as an MLflow dataset input (name, digest of the day arrays, source folder)."""
         if self.enabled and folders:
-            log_feature_days(context, name, folders)
+            import mlflow
+
+            run = mlflow.active_run()
+            if run is not None:
+                mlflow.MlflowClient().log_inputs(run.info.run_id, [feature_days_input(context, name, folders)])
 
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled:
@@ -187,28 +190,3 @@ def _metric_name(key: str) -> str:
     'ndcg_at_10'
     """
     return key.replace("@", "_at_")
-
-
-def log_feature_days(context: str, name: str, folders: Mapping[str, Path]) -> None:
-    """``mlflow.log_input`` of feature days (``{date: folder}``) into the active run.
-
-    The dataset's digest is the days' array fingerprint (names, sizes, times), its source the first
-    folder's parent, its profile the days; ``context`` is ``training`` or ``evaluation``.
-    """
-    import hashlib
-
-    import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
-    h = hashlib.sha256()
-    for date, folder in sorted(folders.items()):
-        for p in sorted(Path(folder).glob("**/*.npy")):
-            st = p.stat()
-            h.update(f"{date}/{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    root = Path(next(iter(folders.values()))).parent
-    with warnings.catch_warnings():  # a local path matches two equivalent local source types
-        warnings.simplefilter("ignore", UserWarning)
-        source = resolve_dataset_source(str(root))
-    dataset = MetaDataset(source, name=name, digest=h.hexdigest()[:16])
-    mlflow.log_input(dataset, context=context, tags={"days": ",".join(sorted(folders))})

@@ -28,11 +28,13 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
-from eliverec.artifact import BUILDER, NETWORK_BLOB, predict_batch, resolve, write_network
+from eliverec.artifact import BUILDER, NETWORK_BLOB, resolve, write_network
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
+from eliverec.features.dataset import ArrayDataset
+from eliverec.scoring.scores import at_position, predict, scored_frame, set_threads
 from eliverec.training import checkpoint as ckpt
-from eliverec.training.data import ArrayDataset, TrainingData, load_training_data
+from eliverec.training.data import TrainingData, load_training_data
 from eliverec.training.distributed import DistContext, setup, teardown
 from eliverec.training.optim import SplitOptimizer, clip_gradients, make_optimizer, make_sparse, use_sparse
 from eliverec.training.progress import ProgressLines
@@ -152,12 +154,6 @@ def autocast(settings: Settings, device: torch.device) -> contextlib.AbstractCon
     return torch.autocast("cuda", dtype=dtype)
 
 
-def set_threads(settings: Settings) -> None:
-    """Torch intra-op threads per process (``train.threads``; 0 leaves torch's default)."""
-    if settings.train.threads > 0:
-        torch.set_num_threads(settings.train.threads)
-
-
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and python."""
     torch.manual_seed(seed)
@@ -237,22 +233,6 @@ def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[s
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-@torch.no_grad()
-def predict(model: nn.Module, ds: ArrayDataset, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
-    """Every task output for every row of ``ds`` (probabilities for binary tasks), in dataset order."""
-    was_training = model.training
-    model.eval()
-    parts = [
-        predict_batch(model, {k: v.numpy() for k, v in ds[list(range(s, min(s + batch_size, len(ds))))].items()},
-                      device)
-        for s in range(0, len(ds), batch_size)
-    ]
-    model.train(was_training)
-    if not parts:
-        return {k: np.zeros(0, dtype=np.float32) for k in ("watch", "stay_time", "goods_bag", "product_click")}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 def validation_auc(model: nn.Module, ds: ArrayDataset, batch_size: int, device: torch.device,
                    position: int | None = None) -> float:
     """Watch AUC on the validation tail (NaN when it is empty or has one class).
@@ -262,8 +242,6 @@ def validation_auc(model: nn.Module, ds: ArrayDataset, batch_size: int, device: 
     not the ones that best reproduce the logging policy's order through the logged position.
     """
     from sklearn.metrics import roc_auc_score
-
-    from eliverec.evaluation.evaluate import at_position
 
     if len(ds) == 0:
         return math.nan
@@ -471,8 +449,7 @@ def _final_metrics(run: _Run) -> dict[str, float]:
     """Validation metrics of the kept weights (the best by validation AUC, else the last)."""
     import pandas as pd
 
-    from eliverec.evaluation.evaluate import scored_frame
-    from eliverec.evaluation.metrics import compute_metrics
+    from eliverec.scoring.metrics import compute_metrics
 
     st = run.state
     best_path = run.ckpt_dir / ckpt.BEST
@@ -483,8 +460,6 @@ def _final_metrics(run: _Run) -> dict[str, float]:
            "best_step": float(st.best_step), "train_seconds": float(st.seconds),
            **{f"stop/{r}": float(r == st.stop_reason) for r in STOP_REASONS}}
     if len(run.data.val) > 0:
-        from eliverec.evaluation.evaluate import at_position
-
         bs, dev, val = run.settings.evaluation.batch_size, run.ctx.device, run.data.val
         served = predict(run.objective.model, at_position(val, run.settings.model.serve_position), bs, dev)
         logged = predict(run.objective.model, val, bs, dev)

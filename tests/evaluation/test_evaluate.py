@@ -10,8 +10,9 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from eliverec.errors import DataError, EliverecError
-from eliverec.evaluation.evaluate import at_position, evaluate, load_model, score, scored_frame
-from eliverec.training.data import load_days
+from eliverec.evaluation.evaluate import evaluate, load_model, score
+from eliverec.features.dataset import load_days
+from eliverec.scoring.scores import at_position, scored_frame
 from eliverec.training.trainer import train
 from tests.training.toy import BUILDER, LOSS, toy_world
 

@@ -138,11 +138,15 @@ def test_sabotaged_candidate_is_rejected_and_cannot_be_promoted(tmp_path: Path) 
     assert registry.alias_version(s, registry.CHALLENGER) == v1  # the failed version never became challenger
     run = registry.client(s).get_run(bad.run_id)
     assert run.data.tags["gate_verdict"] == "fail" and run.data.metrics["gate/passed"] == 0.0
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "evaluation"}  # the feature days it trained on, the day it was judged on
+    assert inputs["evaluation"].dataset.name == f"features {day}"
+    assert {t.value for t in inputs["training"].tags if t.key == "days"} == {",".join(info["train_days"])}
 
     # the serving path: the champion alias always loads and scores
     mlflow.set_tracking_uri(s.tracking.uri)
     model = mlflow.pyfunc.load_model(f"models:/{s.tracking.registered_model}@champion")
-    from eliverec.training.data import load_days
+    from eliverec.features.dataset import load_days
 
     batch = load_days(s.data_dir, [day])[np.arange(5)]
     out = model.predict({k: v.numpy() for k, v in batch.items()

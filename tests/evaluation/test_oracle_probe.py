@@ -8,8 +8,6 @@ import pytest
 import torch
 
 from eliverec.errors import DataError, EliverecError
-from eliverec.evaluation.evaluate import scored_frame
-from eliverec.evaluation.metrics import compute_metrics
 from eliverec.evaluation.oracle import (
     ceiling,
     gap_closed,
@@ -30,8 +28,10 @@ from eliverec.evaluation.probe import (
     split_parts,
     user_means,
 )
-from eliverec.training.data import load_days
-from eliverec.training.trainer import predict, train
+from eliverec.features.dataset import load_days
+from eliverec.scoring.metrics import compute_metrics
+from eliverec.scoring.scores import predict, scored_frame
+from eliverec.training.trainer import train
 from eliverec.world import World
 from tests.conftest import PARAMS
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eliverec.evaluation.metrics import auc
 from eliverec.evaluation.reference import FEATURES, match_features, tree_scores
+from eliverec.scoring.metrics import auc
 
 
 def synthetic_day(n: int, rng: np.random.Generator, seq_len: int = 6) -> dict[str, np.ndarray]:

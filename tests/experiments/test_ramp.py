@@ -24,8 +24,8 @@ def quick_fit(settings: Settings, dates: list[str], steps: int = 150) -> torch.n
     (``eliverec.training.train`` is tested in tests/training; on this shared 2-core machine its
     evaluation and MLflow logging cost minutes, while the ramp only needs a model that learned something.)
     """
+    from eliverec.features.dataset import load_days
     from eliverec.models import MultiTaskLoss, build_model
-    from eliverec.training.data import load_days
 
     model, loss = build_model(settings), MultiTaskLoss(settings)
     ds = load_days(settings.data_dir, dates)

@@ -18,7 +18,7 @@ SMALL = ["features.vocab.user=2003", "features.vocab.product=5003", "features.vo
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory):
-    from eliverec.training.data import load_days
+    from eliverec.features.dataset import load_days
 
     root = tmp_path_factory.mktemp("real-samples")
     s = tiny(root, *SMALL)

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from eliverec.training.data import load_days
+from eliverec.features.dataset import load_days
 from eliverec.training.trainer import train
 from tests.training.toy import toy_world
 

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eliverec.config import ConfigError, load_settings
+from eliverec.config import ConfigError, check_thresholds, load_settings
 from eliverec.monitoring import metrics
-from eliverec.monitoring.columns import check_thresholds
 from eliverec.monitoring.frames import NOVELTY_RECENT, sequence_summaries
 from tests.conftest import PARAMS
 

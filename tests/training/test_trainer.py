@@ -46,7 +46,7 @@ def test_run_records_params_metrics_artifacts_and_a_loadable_model(tmp_path: Pat
     assert "product_seq" in inputs and "watch" not in inputs
     example = model.input_example
     assert len(example["user"]) >= 2
-    from eliverec.training.data import load_days
+    from eliverec.features.dataset import load_days
 
     test = load_days(s.data_dir, [dates[-1]])
     batch = {k: v.numpy() for k, v in test[np.arange(7)].items() if k in inputs}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from eliverec.evaluation import metrics as M
+from eliverec.scoring import metrics as M
 
 
 def random_frame(seed: int, n: int = 3000, users: int = 120, channels: int = 40) -> pd.DataFrame:
