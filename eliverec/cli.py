@@ -244,9 +244,8 @@ def train_cmd(
     if (k > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
         from eliverec.training import launch
 
-        args = launch.child_args(model=model, end_date=end_date, resume=resume, run_name=run_name, profile=profile,
-                                 data_dir=data_dir, overrides=overrides or [], params=params)
-        res = launch.launch(k, args, nnodes, rdzv_endpoint, rdzv_id)
+        args = launch.child_args(model=model, end_date=end_date, resume=resume, run_name=run_name)
+        res = launch.launch(k, args, nnodes, rdzv_endpoint, rdzv_id, settings=s)  # ranks read s, not params.yaml
         uri, run_id, metrics = res.get("model_uri"), res.get("run_id"), res.get("metrics", {})
     else:
         from eliverec.training.trainer import train

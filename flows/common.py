@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-from eliverec.config import Settings, load_settings
+from eliverec.config import Settings, add_settings_options, load_settings
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,10 @@ class Target:
 
 
 def target_parser(doc: str | None) -> argparse.ArgumentParser:
-    """The command line every flow module shares: --profile, --set (repeatable), --data-dir, --params."""
-    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--data-dir")
-    ap.add_argument("--params")
+    """The command line every flow module shares: the settings options of the torchrun launcher too
+    (:func:`eliverec.config.add_settings_options`: --profile, --set (repeatable), --data-dir, --params)."""
+    ap = add_settings_options(argparse.ArgumentParser(description=(doc or "").splitlines()[0]), resolved=False)
+    ap.set_defaults(profile="default")
     return ap
 
 

@@ -61,3 +61,39 @@ def test_data_dir_resolves_against_params_folder(tmp_path, monkeypatch) -> None:
     s = load_settings("tiny", params=PARAMS)
     assert s.data_dir == PARAMS.parent / "data"
     assert s.tracking.uri == f"sqlite:///{PARAMS.parent / 'data' / 'mlflow' / 'mlflow.db'}"  # the data root's store
+
+
+def test_resolved_settings_cross_a_process_boundary_as_json_with_their_hash(tmp_path, monkeypatch) -> None:
+    import argparse
+    import json
+    import shutil
+
+    from eliverec.config import (
+        add_settings_options,
+        read_settings,
+        settings_from_options,
+        settings_hash,
+        write_settings,
+    )
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(PARAMS, params)
+    s = load_settings("tiny", overrides=["train.lr=0.3", f"serving.admin_token={'a' * 40}"], params=params,
+                      data_dir=tmp_path / "data")
+    path = write_settings(s, tmp_path / "handoff" / "settings.json")
+    assert path.stat().st_mode & 0o077 == 0  # it holds the secrets
+    params.unlink()  # read back without params.yaml
+    monkeypatch.setenv("ELIVEREC_DATA_DIR", str(tmp_path / "elsewhere"))  # nor the environment
+    back = read_settings(path)
+    assert back == s and settings_hash(back) == settings_hash(s) and back.serving.admin_token == "a" * 40
+    assert back.explicit == s.explicit and back.train.lr == 0.3
+
+    parser = add_settings_options(argparse.ArgumentParser())
+    assert settings_from_options(parser.parse_args(["--settings", str(path)])) == s
+    with pytest.raises(ConfigError, match="drop --profile"):
+        settings_from_options(parser.parse_args(["--settings", str(path), "--profile", "tiny"]))
+    payload = json.loads(path.read_text())
+    payload["settings"]["train"]["lr"] = 0.5
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ConfigError, match="does not match its content"):
+        read_settings(path)

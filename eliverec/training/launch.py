@@ -13,7 +13,9 @@ NCCL is used automatically on GPUs, gloo on CPUs)::
         -m eliverec.training.launch --model eliverec --end-date 2026-09-08
 
 or ``eliverec train --nproc 8 --nnodes 2 --rdzv-endpoint node0.example:29400 --rdzv-id JOB`` on each
-node. Every node needs the same code, ``params.yaml`` and feature days (a shared ``--data-dir`` or
+node. ``eliverec train`` resolves the settings once and hands them to its ranks as a JSON file with
+their hash (``--settings FILE``, :func:`eliverec.config.write_settings`): no rank re-reads ``params.yaml``.
+Every node needs the same code, ``params.yaml`` and feature days (a shared ``--data-dir`` or
 an identical copy); only global rank 0 writes checkpoints, MLflow records and the model, so point
 ``tracking.uri`` at a shared MLflow server (``MLFLOW_TRACKING_URI=http://...``) and keep the
 checkpoint folder on storage that node 0 can write. ``--max-restarts N`` lets torchrun restart a
@@ -32,14 +34,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eliverec.config import Settings, add_settings_options, settings_from_options, write_settings
 from eliverec.data.atomic import write_bytes_atomic
 from eliverec.errors import EliverecError
 
 
 def child_args(*, model: str | None, end_date: str | None, resume: bool, run_name: str | None,
-               profile: str | None, data_dir: Path | None, overrides: Sequence[str], params: Path | None,
-               result_file: Path | None = None) -> list[str]:
-    """Arguments of ``python -m eliverec.training.launch`` for these options.
+               profile: str | None = None, data_dir: Path | None = None, overrides: Sequence[str] = (),
+               params: Path | None = None, result_file: Path | None = None) -> list[str]:
+    """Arguments of ``python -m eliverec.training.launch`` for these options (settings options for a
+    command run by hand; :func:`launch` adds ``--settings FILE`` instead).
 
     >>> child_args(model="din", end_date=None, resume=True, run_name=None, profile="tiny", data_dir=None,
     ...            overrides=["train.lr=0.1"], params=None)
@@ -80,11 +84,18 @@ def torchrun_command(nproc: int, args: Sequence[str], nnodes: int = 1, rdzv_endp
 
 
 def launch(nproc: int, args: Sequence[str], nnodes: int = 1, rdzv_endpoint: str | None = None,
-           rdzv_id: str | None = None, timeout: float | None = None) -> dict[str, Any]:
-    """Run training under torchrun as a subprocess; returns rank 0's result (a dict)."""
+           rdzv_id: str | None = None, timeout: float | None = None, settings: Settings | None = None
+           ) -> dict[str, Any]:
+    """Run training under torchrun as a subprocess; returns rank 0's result (a dict).
+
+    ``settings`` (resolved by the caller) reach the ranks as one JSON file with their hash; without
+    them ``args`` must carry the settings options.
+    """
     with tempfile.TemporaryDirectory(prefix="eliverec-train-") as tmp:
         result = Path(tmp) / "result.json"
-        cmd = torchrun_command(nproc, [*args, "--result-file", str(result)], nnodes, rdzv_endpoint, rdzv_id)
+        handed = ["--settings", str(write_settings(settings, Path(tmp) / "settings.json"))] if settings else []
+        cmd = torchrun_command(nproc, [*args, *handed, "--result-file", str(result)], nnodes, rdzv_endpoint,
+                               rdzv_id)
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, _cores() // nproc)))}
         proc = subprocess.run(cmd, env=env, timeout=timeout, check=False)
         if proc.returncode != 0:
@@ -108,24 +119,19 @@ def result_dict(result: Any) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of one torchrun rank."""
-    from eliverec.config import load_settings
-    from eliverec.training.trainer import train
+    from eliverec.training.trainer import DEFAULT_BUILDER, DEFAULT_LOSS, train
 
-    p = argparse.ArgumentParser(prog="python -m eliverec.training.launch")
+    p = add_settings_options(argparse.ArgumentParser(prog="python -m eliverec.training.launch"))
     p.add_argument("--model")
     p.add_argument("--end-date")
     p.add_argument("--run-name")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--profile")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--params", type=Path)
-    p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--result-file", type=Path)
-    p.add_argument("--builder", default="eliverec.models:build_model")
-    p.add_argument("--loss-builder", default="eliverec.models.losses:MultiTaskLoss")
+    p.add_argument("--builder", default=DEFAULT_BUILDER)
+    p.add_argument("--loss-builder", default=DEFAULT_LOSS)
     a = p.parse_args(argv)
     try:
-        s = load_settings(a.profile, a.overrides, a.params, a.data_dir)
+        s = settings_from_options(a)
         res = train(s, a.model, a.end_date, a.resume, a.run_name, builder=a.builder, loss_builder=a.loss_builder)
     except EliverecError as exc:
         print(f"error: {exc}", file=sys.stderr)
