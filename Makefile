@@ -11,10 +11,12 @@ export DO_NOT_TRACK := 1
 
 .PHONY: install demo test lint clean repro lock
 
-$(STAMP): pyproject.toml
+# the environment is requirements.lock (every dependency pinned, with hashes), then the package itself
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -43,6 +43,10 @@ def test_nightly_then_monitor_and_a_rerun_skips_finished_work(harness, tmp_path:
     assert all(v["verdict"] in ("pass", "fail") for v in versions)
     summary = _artifact("nightly-summary")
     assert "Models vs champion" in summary and s.flows.challenger_model in summary
+    docs = s.data_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    assert f"`{docs}`" in summary and "bronze.impression" in docs.read_text()  # the Data Docs of every validation
+    assert docs.as_uri() in _artifact("data-docs")
+    assert "gauc" in _artifact("nightly-metrics") and "verdict" in _artifact("gate-verdict")
 
     manifest = s.data_dir / "bronze" / "2026-09-01" / "_manifest.json"
     stamp = manifest.stat().st_mtime_ns
