@@ -246,8 +246,8 @@ def prepare(settings: Any) -> str:
 
 def seed_references(settings: Any, test_day: str, folder: Path, samples: int) -> dict[str, Any]:
     """Policy and oracle scores of the seed's test day (``_day.npz``), their metrics and bootstrap replicates."""
-    from eliverec.evaluation.metrics import auc, gauc, topk_metrics
     from eliverec.evaluation.oracle import load_test_day, oracle_scores, policy_scores
+    from eliverec.scoring.metrics import auc, gauc, topk_metrics
     from eliverec.world import World
 
     path, arrays = folder / "_ceiling.json", folder / "_day.npz"
@@ -283,9 +283,10 @@ def tree_reference(settings: Any, test_day: str, folder: Path, samples: int, cei
     The trees are fitted on all the training days the networks read (train and validation split alike;
     scikit-learn holds out its own random tenth for early stopping) and score the test day.
     """
-    from eliverec.evaluation.metrics import auc, gauc, topk_metrics
     from eliverec.evaluation.reference import INPUT_KEYS, tree_scores
-    from eliverec.training.data import load_days, previous_days
+    from eliverec.features.dataset import load_days
+    from eliverec.layout import previous_days
+    from eliverec.scoring.metrics import auc, gauc, topk_metrics
 
     if TREES.lstrip("_") in ceil:
         return ceil
@@ -398,7 +399,7 @@ def significance(lo: float, hi: float) -> str:
 # ------------------------------------------------------------------------------------------------ cells
 def at_serving_position(ds: Any, net: Any) -> Any:
     """The test day with every row at the network's serving position (what serving scores)."""
-    from eliverec.evaluation.evaluate import at_position
+    from eliverec.scoring.scores import at_position
 
     return at_position(ds, int(net.cfg.serve_position))
 
@@ -413,12 +414,12 @@ def run_cell(settings: Any, model: str, mtl: str, test_day: str, ceil: dict[str,
     import pandas as pd
     import torch
 
-    from eliverec.evaluation.evaluate import scored_frame
-    from eliverec.evaluation.metrics import compute_metrics
     from eliverec.evaluation.oracle import gap_closed
     from eliverec.evaluation.probe import capture_parts, load_trained, probe, split_parts
-    from eliverec.training.data import load_days
-    from eliverec.training.trainer import predict, train
+    from eliverec.features.dataset import load_days
+    from eliverec.scoring.metrics import compute_metrics
+    from eliverec.scoring.scores import predict, scored_frame
+    from eliverec.training.trainer import train
 
     fp = cell_fingerprint(settings, model, mtl)
     key = cell_key(model, mtl)
