@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from eliverec.config import Settings, load_settings
+from eliverec.config import Settings, resolve_settings
 from eliverec.errors import EliverecError
 
 app = typer.Typer(
@@ -38,6 +38,10 @@ SetOpt = Annotated[
 ParamsOpt = Annotated[
     Path | None, typer.Option("--params", help="params.yaml to read (default: ./params.yaml).", show_default=False)
 ]
+SettingsFileOpt = Annotated[
+    Path | None, typer.Option("--settings", help="Settings a flow resolved (JSON with their hash), instead of "
+                              "--profile/--set/--data-dir/--params.", show_default=False)
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,10 +61,11 @@ def friendly_errors(func: F) -> F:
 
 
 def settings(
-    profile: str | None, data_dir: Path | None, overrides: list[str] | None, params: Path | None
+    profile: str | None, data_dir: Path | None, overrides: list[str] | None, params: Path | None,
+    settings_file: Path | None = None,
 ) -> Settings:
-    """Resolve the settings for one command."""
-    return load_settings(profile=profile, overrides=overrides or (), params=params, data_dir=data_dir)
+    """Resolve the settings for one command (or read those a flow resolved: ``--settings FILE``)."""
+    return resolve_settings(profile, overrides or (), params, data_dir, settings_file)
 
 
 @app.callback()
@@ -232,13 +237,14 @@ def train_cmd(
         Path | None, typer.Option("--result-json", help="Write {model, run_id, model_uri, end_date, metrics} here.")
     ] = None,
     profile: ProfileOpt = None, data_dir: DataDirOpt = None, overrides: SetOpt = None, params: ParamsOpt = None,
+    settings_file: SettingsFileOpt = None,
 ) -> None:
     """Train a model (one process, or DDP under torchrun with --nproc K) and log it to MLflow."""
     import os
 
     from eliverec.pipeline import latest_bronze_date, write_result
 
-    s = settings(profile, data_dir, overrides, params)
+    s = settings(profile, data_dir, overrides, params, settings_file)
     end_date = end_date or latest_bronze_date(s)
     k = nproc or s.train.nproc
     if (k > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
@@ -429,13 +435,14 @@ def serve_cmd(
     host: Annotated[str | None, typer.Option("--host", help="Bind address (default serving.host).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default serving.port).")] = None,
     profile: ProfileOpt = None, data_dir: DataDirOpt = None, overrides: SetOpt = None, params: ParamsOpt = None,
+    settings_file: SettingsFileOpt = None,
 ) -> None:
     """Run the ranking service (champion + challenger by alias, A/B buckets, impression log) until Ctrl-C."""
     from eliverec.serving.app import serve
 
-    s = settings(profile, data_dir, overrides, params)
+    s = settings(profile, data_dir, overrides, params, settings_file)
     typer.echo(f"ranking service on http://{host or s.serving.host}:{port or s.serving.port} "
-               f"(models from {s.tracking.uri}; impressions to {s.data_dir}/raw/<date>/)")
+               f"(models from {s.tracking.uri}; impressions to {s.layout.raw()}/<date>/)")
     serve(s, host, port)
 
 

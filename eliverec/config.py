@@ -725,11 +725,28 @@ def add_settings_options(parser: argparse.ArgumentParser, resolved: bool = True)
 
 def settings_from_options(args: argparse.Namespace) -> Settings:
     """The settings named by :func:`add_settings_options`' options: ``--settings FILE`` when given, else resolved."""
-    if getattr(args, "settings_file", None):
-        if args.profile or args.overrides or args.data_dir or args.params:
+    return resolve_settings(args.profile, args.overrides, args.params, args.data_dir,
+                            getattr(args, "settings_file", None))
+
+
+def resolve_settings(profile: str | None = None, overrides: Sequence[str] = (), params: str | Path | None = None,
+                     data_dir: str | Path | None = None, settings_file: str | Path | None = None) -> Settings:
+    """Settings a parent process resolved (``settings_file``, :func:`read_settings`), else :func:`load_settings`."""
+    if settings_file:
+        if profile or overrides or data_dir or params:
             raise ConfigError("--settings FILE holds resolved settings: drop --profile/--set/--data-dir/--params")
-        return read_settings(args.settings_file)
-    return load_settings(args.profile, args.overrides, args.params, args.data_dir)
+        return read_settings(settings_file)
+    return load_settings(profile, overrides, params, data_dir)
+
+
+def secret_overrides(overrides: Sequence[str]) -> list[str]:
+    """The ``--set`` overrides that set a secret (:data:`SECRET_KEYS`, or a section holding one).
+
+    >>> secret_overrides(["train.lr=0.1", "serving.admin_token=x", "serving={}"])
+    ['serving.admin_token', 'serving']
+    """
+    keys = [".".join(parse_override(text)[0]) for text in overrides]
+    return [k for k in keys if any(is_explicit(secret, [k]) for secret in SECRET_KEYS)]
 
 
 def _split_tuned(path: Path, raw: dict[str, Any], over: Mapping[str, Any] | None) -> tuple[dict[str, Any], Any]:

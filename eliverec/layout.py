@@ -21,6 +21,7 @@ monitoring/workspace/                                              Evidently wor
 gx/                                                                Great Expectations project and Data Docs
 prefect/results/                                                   Prefect task results of the flows
 .locks/, .staging/                                                 stage locks, half-written outputs
+.settings/<hash>.json                                              a flow's resolved settings for its tasks
 ```
 
 >>> lay = DataLayout(Path("/d"))
@@ -259,6 +260,10 @@ class DataLayout:
     def prefect_results(self) -> Path:
         """Where the flows persist task results (cache hits of reruns read them back)."""
         return self.root / "prefect" / "results"
+
+    def settings_handoff(self, settings_hash: str) -> Path:
+        """Resolved settings handed from a flow to its tasks (owner-only JSON, named by their hash)."""
+        return self.root / ".settings" / f"{settings_hash}.json"
 
     def locks(self) -> Path:
         """Per-stage lock files."""

@@ -56,7 +56,7 @@ def monitor(profile: str = "default", overrides: list[str] | None = None, data_d
     from eliverec.monitoring.monitor import monitorable_days
     from eliverec.pipeline import latest_bronze_date
 
-    target = Target(profile, tuple(overrides or ()), data_dir, params)
+    target = Target.resolve(profile, overrides or (), data_dir, params)  # params.yaml read here, once
     s = target.settings()
     day = date or latest_bronze_date(s)
     days = monitorable_days(s, day) if backfill else [day]

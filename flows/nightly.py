@@ -11,6 +11,12 @@ Reruns skip finished work: ingest, features, train and register are cached on th
 raw/bronze fingerprints, the settings and the model name) plus the presence of their outputs, so
 a rerun for the same date resumes at the stage that failed.
 
+The flow reads ``params.yaml`` once, at its start; tasks and cache keys get the resolved settings
+through :class:`flows.common.Target` (a settings file with its hash; no secret among the task
+parameters), training gets them as ``eliverec train --settings FILE``. A cache key holds the
+sections its stage reads (``ingest``, ``features``, ``model`` + ``train``), not the hash of all the
+settings, so a changed ``train.lr`` retrains without re-ingesting.
+
 Run it: ``python -m flows.nightly --profile tiny`` (``make demo`` runs the demo around it).
 """
 
@@ -209,16 +215,15 @@ def nightly(profile: str = "default", overrides: list[str] | None = None, data_d
     One nightly at a time per data root: a second run on the same root waits for the first
     (:func:`flows.ops.nightly_slot`).
     """
-    with nightly_slot(Target(profile, tuple(overrides or ()), data_dir, params).settings().data_dir):
-        return _nightly(profile, overrides, data_dir, params, source, end_date)
+    target = Target.resolve(profile, overrides or (), data_dir, params)  # params.yaml read here, once
+    with nightly_slot(target.settings().data_dir):
+        return _nightly(target, source, end_date)
 
 
-def _nightly(profile: str, overrides: list[str] | None, data_dir: str | None, params: str | None,
-             source: str | None, end_date: str | None) -> Any:
+def _nightly(target: Target, source: str | None, end_date: str | None) -> Any:
     from eliverec import registry
     from eliverec.data.validation import data_docs_index
 
-    target = Target(profile, tuple(overrides or ()), data_dir, params)
     s = target.settings()
     raw = simulate_task(target) if (source or s.flows.source) == "simulate" else collect_task(target)
     dates = raw["dates"]
@@ -232,7 +237,7 @@ def _nightly(profile: str, overrides: list[str] | None, data_dir: str | None, pa
     if registry.alias_version(s, registry.CHAMPION) is None:
         releases.append(_release(target, s.flows.baseline_model, end))
     releases.append(_release(target, s.flows.challenger_model, end))
-    summary = {"profile": profile, "end_date": end, "raw": raw, "ingested": ingested, "features": feats,
+    summary = {"profile": s.profile, "end_date": end, "raw": raw, "ingested": ingested, "features": feats,
                "releases": releases, "data_dir": str(s.data_dir), "tracking_uri": s.tracking.uri,
                "data_docs": str(data_docs_index(s.data_dir))}
     _artifact(summary)

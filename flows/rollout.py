@@ -33,7 +33,8 @@ def ramp_task(target: Target, traffic_users: int | None, traffic_minutes: float)
         return {"outcome": "skipped", "reason": f"no challenger to roll out (champion {champion}, "
                 f"challenger {challenger})", "champion": champion, "challenger": challenger}
     # the simulated users post events in world time, not the server's clock: no age bound for them
-    with service_process([*target.cli_args(), "--set", "serving.event_max_age_s=0"]) as url:
+    served = Target.of(s.model_copy(update={"serving": s.serving.model_copy(update={"event_max_age_s": 0})}))
+    with service_process(served.cli_args()) as url:
         return ramp(s, url=url, simulate_traffic=True, traffic_users=traffic_users, traffic_minutes=traffic_minutes)
 
 
@@ -41,7 +42,7 @@ def ramp_task(target: Target, traffic_users: int | None, traffic_minutes: float)
 def rollout(profile: str = "default", overrides: list[str] | None = None, data_dir: str | None = None,
             params: str | None = None, traffic_users: int | None = None, traffic_minutes: float = 5.0) -> Any:
     """Ramp the challenger (see the module docstring)."""
-    target = Target(profile, tuple(overrides or ()), data_dir, params)
+    target = Target.resolve(profile, overrides or (), data_dir, params)  # params.yaml read here, once
     result = ramp_task(target, traffic_users, traffic_minutes)
     lines = [f"# Rollout: {result.get('outcome')}", ""]
     if result.get("reason"):

@@ -13,6 +13,9 @@ worker process; ``flows.cluster`` picks the cluster: ``local`` starts a ``LocalC
 - monitoring: one task per day (:func:`~eliverec.monitoring.monitor.monitor_day`, reports and
   gates; the Evidently workspace is written by ``flows.monitor``, a single writer).
 
+The settings reach the workers as a :class:`~flows.common.Target`: the path of the settings file the
+flow wrote under the data root and its hash (no secret travels to the scheduler or the workers).
+
 Run it: ``python -m flows.scale --profile tiny --end-date 2026-09-04 [--ingest] [--monitor]``.
 """
 
@@ -131,7 +134,7 @@ def main() -> None:
     ap.add_argument("--ingest", nargs="*", metavar="DATE", help="days to ingest first")
     ap.add_argument("--monitor", nargs="*", metavar="DATE", help="days to monitor after")
     a = ap.parse_args()
-    target = Target(a.profile, tuple(a.overrides), a.data_dir, a.params)
+    target = Target.resolve(a.profile, a.overrides, a.data_dir, a.params)  # params.yaml read here, once
     out = run(target, a.end_date, a.train_days, a.ingest, a.monitor)
     f = out["features"]
     print(f"features: {f['rows']} rows in {f['seconds']} s over {f['shards']['count']} shards "

@@ -40,8 +40,9 @@ def test_sharded_flow_on_two_local_dask_workers_is_byte_identical(world, harness
 
     settings, info, single = world
     (settings.data_dir / "features" / info["test_day"] / "samples.parquet").unlink()  # must be rebuilt
-    target = Target("tiny", (f"tracking.uri={settings.tracking.uri}", "features.chunk_rows=700",
-                             "flows.cluster=local", "flows.cluster_workers=2"), str(settings.data_dir), str(PARAMS))
+    target = Target.resolve("tiny", (f"tracking.uri={settings.tracking.uri}", "features.chunk_rows=700",
+                                     "flows.cluster=local", "flows.cluster_workers=2"), str(settings.data_dir),
+                            str(PARAMS))
     out = scale.run(target, info["test_day"])
     assert _features(settings) == single
     f = out["features"]

@@ -68,7 +68,7 @@ def test_collect_with_no_raw_day_names_the_folder_and_the_setting(tmp_path: Path
     from flows.nightly import collect_task
 
     with pytest.raises(DataError, match="flows.source=simulate"):
-        collect_task.fn(Target("tiny", (), str(tmp_path / "data"), str(PARAMS)))
+        collect_task.fn(Target.resolve("tiny", (), str(tmp_path / "data"), str(PARAMS)))
 
 
 def test_dvc_declares_raw_logs_persistent_and_uncached() -> None:
