@@ -63,11 +63,12 @@ def shard_root(settings: Any, run: str) -> Path:
 
 def build_shard(settings: Any, end_date: str, train_days: int | None, k: int, n: int, root: Path) -> dict[str, Any]:
     """Shard ``k`` of ``n``: every window day's samples of its users under ``root/shard-<k>``."""
+    started = time.perf_counter()
     train, test, history = plan_window(settings, end_date, train_days)
     out = root / f"shard-{k:04d}"
     days, used = scan_days(settings, train, test, history, shard=(k, n), out=out)
     return {"shard": k, "rows": sum(d["rows"] for d in days.values()), "used_history": used,
-            "peak_rss_mb": _peak_rss_mb()}
+            "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": _peak_rss_mb()}
 
 
 class _Stream:
@@ -104,6 +105,7 @@ def day_order(settings: Any, day: dt.date, n: int) -> np.ndarray:
 
 def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n: int, root: Path) -> dict[str, Any]:
     """Write window day ``day`` from the shards' outputs (byte-identical to the single-process build)."""
+    started = time.perf_counter()
     spec = FeatureSpec.from_settings(settings)
     src = day_order(settings, day, n)
     rows = len(src)
@@ -132,7 +134,7 @@ def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n:
     (tmp / FEATURE_SPEC).write_text(spec.to_json())
     (tmp / DAY_SUMMARY).write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, final)
-    return summary | {"peak_rss_mb": _peak_rss_mb()}
+    return summary | {"peak_rss_mb": _peak_rss_mb(), "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _gather(src: np.ndarray, streams: list[_Stream], shapes: dict[str, tuple[int, ...]]
@@ -179,10 +181,11 @@ def finish_sharded(settings: Any, train: list[dt.date], test: dt.date, history: 
                    days: dict[str, dict[str, Any]], shards: list[dict[str, Any]], elapsed: float, validate: bool
                    ) -> dict[str, Any]:
     """The build record of a sharded build (as the single-process one, plus the shards' sizes and memory)."""
-    peaks = {"merge": {d: s.pop("peak_rss_mb") for d, s in days.items()}}
+    merges = {d: {"peak_rss_mb": s.pop("peak_rss_mb"), "seconds": s.pop("seconds")} for d, s in days.items()}
     result = finish_build(settings, train, test, history, days, shards[0]["used_history"], elapsed, validate)
     result["shards"] = {"count": len(shards), "rows": [s["rows"] for s in shards],
-                        "peak_rss_mb": [s["peak_rss_mb"] for s in shards], **peaks}
+                        "seconds": [s["seconds"] for s in shards], "peak_rss_mb": [s["peak_rss_mb"] for s in shards],
+                        "merge": merges}
     return result
 
 
