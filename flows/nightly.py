@@ -34,6 +34,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
+from eliverec.pipeline import bronze_dates
 from flows.common import Target, markdown_table, target_parser
 from flows.ops import TIMEOUT_S, nightly_slot, publish_nightly
 
@@ -61,20 +62,20 @@ def _ingest_key(ctx: Any, args: dict[str, Any]) -> str:
     t: Target = args["target"]
     s = t.settings()
     day = args["date"]
-    return _key("ingest", str(s.data_dir), day, s.ingest.model_dump(), _fingerprint([s.data_dir / "raw" / day]))
+    return _key("ingest", str(s.data_dir), day, s.ingest.model_dump(), _fingerprint([s.layout.raw(day)]))
 
 
 def _features_key(ctx: Any, args: dict[str, Any]) -> str:
     t: Target = args["target"]
     s = t.settings()
-    manifests = sorted((s.data_dir / "bronze").glob("*/_manifest.json"))
+    manifests = [s.layout.bronze_manifest(d) for d in bronze_dates(s)]
     return _key("features", str(s.data_dir), args["end_date"], s.features.model_dump(), _fingerprint(manifests))
 
 
 def _train_key(ctx: Any, args: dict[str, Any]) -> str:
     t: Target = args["target"]
     s = t.settings()
-    build = s.data_dir / "features" / "_build.json"
+    build = s.layout.build_record()
     return _key("train", args["model"], args["end_date"], s.model.model_dump(), s.train.model_dump(),
                 build.read_text() if build.exists() else None, s.tracking.uri)
 
@@ -103,10 +104,10 @@ def collect_task(target: Target) -> dict[str, Any]:
     s = target.settings()
     dates = raw_dates(s)
     if not dates:
-        raise DataError(f"{s.data_dir / 'raw'}: no raw day to train on (flows.source=collect reads collected, "
+        raise DataError(f"{s.layout.raw()}: no raw day to train on (flows.source=collect reads collected, "
                         "served and imported logs); import logs with `eliverec import`, or set "
                         "flows.source=simulate to train on the simulated world")
-    return {"dates": dates, "warmup_dates": [], "raw_dir": str(s.data_dir / "raw")}
+    return {"dates": dates, "warmup_dates": [], "raw_dir": str(s.layout.raw())}
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=10, cache_key_fn=_ingest_key, persist_result=True,
@@ -184,20 +185,26 @@ def gate_task(target: Target, result: dict[str, Any], version: str) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- flow
-def _fresh(stage: Any, outputs_present: bool) -> Any:
+def _stored(stage: Any, settings: Any) -> Any:
+    """The task with its results persisted under the data root (a world's cache is its own)."""
+    return stage.with_options(result_storage=settings.layout.prefect_results())
+
+
+def _fresh(stage: Any, settings: Any, outputs_present: bool) -> Any:
     """The task as is when its outputs are on disk, else forced to run (and refresh its cache)."""
+    stage = _stored(stage, settings)
     return stage if outputs_present else stage.with_options(refresh_cache=True)
 
 
 def _features_present(settings: Any, end_date: str) -> bool:
-    build = settings.data_dir / "features" / "_build.json"
+    build = settings.layout.build_record()
     return build.exists() and json.loads(build.read_text()).get("end_date") == end_date
 
 
-def _release(target: Target, model: str, end_date: str) -> dict[str, Any]:
-    result = train_task(target, model, end_date)
+def _release(target: Target, settings: Any, model: str, end_date: str) -> dict[str, Any]:
+    result = _stored(train_task, settings)(target, model, end_date)
     evaluation = evaluate_task(target, result)
-    version = register_task(target, result)
+    version = _stored(register_task, settings)(target, result)
     verdict = gate_task(target, result, version)
     from eliverec.training.trainer import describe_stop
 
@@ -228,15 +235,14 @@ def _nightly(target: Target, source: str | None, end_date: str | None) -> Any:
     raw = simulate_task(target) if (source or s.flows.source) == "simulate" else collect_task(target)
     dates = raw["dates"]
     end = end_date or dates[-1]
-    ingested = {d: _fresh(ingest_task, (s.data_dir / "bronze" / d / "_manifest.json").exists())(target, d)
-                for d in dates if d <= end}
+    ingested = {d: _fresh(ingest_task, s, s.layout.bronze_manifest(d).exists())(target, d) for d in dates if d <= end}
     for d in ingested:
         validate_task(target, d)
-    feats = _fresh(features_task, _features_present(s, end))(target, end)
+    feats = _fresh(features_task, s, _features_present(s, end))(target, end)
     releases = []
     if registry.alias_version(s, registry.CHAMPION) is None:
-        releases.append(_release(target, s.flows.baseline_model, end))
-    releases.append(_release(target, s.flows.challenger_model, end))
+        releases.append(_release(target, s, s.flows.baseline_model, end))
+    releases.append(_release(target, s, s.flows.challenger_model, end))
     summary = {"profile": s.profile, "end_date": end, "raw": raw, "ingested": ingested, "features": feats,
                "releases": releases, "data_dir": str(s.data_dir), "tracking_uri": s.tracking.uri,
                "data_docs": str(data_docs_index(s.data_dir))}

@@ -44,7 +44,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,8 @@ from eliverec.data.parse import (
 from eliverec.data.partition import string_partition
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, bronze_schema
 from eliverec.errors import DataError
+from eliverec.layout import DAY_MS, MANIFEST, day_start_ms, table_file
 
-DAY_MS = 86_400_000
 ROW_GROUP_ROWS = 262_144  # fixed, so that output bytes do not depend on chunking
 _READ_BYTES = 1 << 20
 _SPILL_IPC = ipc.IpcWriteOptions(compression="lz4")
@@ -84,30 +83,17 @@ class IngestFailed(DataError):
 # --------------------------------------------------------------------------- paths
 def raw_dir(settings: Settings, date: str) -> Path:
     """``<data_dir>/raw/<date>``."""
-    return settings.data_dir / "raw" / date
+    return settings.layout.raw(date)
 
 
 def bronze_dir(settings: Settings, date: str) -> Path:
     """``<data_dir>/bronze/<date>``."""
-    return settings.data_dir / "bronze" / date
+    return settings.layout.bronze(date)
 
 
 def quarantine_dir(settings: Settings, date: str) -> Path:
     """``<data_dir>/quarantine/<date>``."""
-    return settings.data_dir / "quarantine" / date
-
-
-def day_start_ms(date: str) -> int:
-    """Epoch milliseconds of ``date``'s UTC midnight.
-
-    >>> day_start_ms("1970-01-02")
-    86400000
-    """
-    try:
-        day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise DataError(f"bad date '{date}': expected YYYY-MM-DD, for example 2026-09-01") from exc
-    return int(day.timestamp() * 1000)
+    return settings.layout.quarantine(date)
 
 
 def event_files(settings: Settings, date: str) -> list[Path]:
@@ -494,7 +480,7 @@ def _pass_c(by_ts: dict[str, list[tuple[str, int, int]]], n_buckets: int, out: P
     rows = {}
     for e in EVENT_TYPES:
         schema = bronze_schema(e)
-        w = _FixedGroupWriter(out / f"{e}.parquet", schema)
+        w = _FixedGroupWriter(table_file(out, e), schema)
         for t in range(n_buckets):
             parts = [(p, rg) for p, rg, tb in by_ts[e] if tb == t]
             if not parts:
@@ -512,7 +498,7 @@ def copy_dimensions(settings: Settings, date: str, out: Path) -> dict[str, int]:
     """Type the day's dimension snapshots per :data:`DIMENSIONS`, sort by id, write to ``out``."""
     rows = {}
     for name, schema in DIMENSIONS.items():
-        path = raw_dir(settings, date) / f"{name}.parquet"
+        path = settings.layout.raw_table(date, name)
         try:
             table = pq.read_table(path)
         except FileNotFoundError as exc:
@@ -527,7 +513,7 @@ def copy_dimensions(settings: Settings, date: str, out: Path) -> dict[str, int]:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise DataError(f"{path}: a column does not have the contract's type ({exc})") from exc
         table = table.take(pc.sort_indices(table, [(schema.names[0], "ascending")]))
-        pq.write_table(table, out / f"{name}.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        pq.write_table(table, table_file(out, name), compression="zstd", row_group_size=ROW_GROUP_ROWS)
         rows[name] = table.num_rows
     return rows
 
@@ -573,11 +559,11 @@ def ingest_day(settings: Settings, date: str, progress: bool = False) -> dict[st
         dims = copy_dimensions(settings, date, bronze)
         manifest = _manifest(settings, date, acct, counts, tables, dims, bronze)
         blob = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
-        write_bytes_atomic(quarantine / "_manifest.json", blob)
+        write_bytes_atomic(quarantine / MANIFEST, blob)
         publish_dir(quarantine, quarantine_dir(settings, date))
         if manifest["status"] != "ok":
             raise IngestFailed(_failure_message(settings, date, manifest))
-        write_bytes_atomic(bronze / "_manifest.json", blob)
+        write_bytes_atomic(bronze / MANIFEST, blob)
         publish_dir(bronze, bronze_dir(settings, date))
     return manifest
 
@@ -604,7 +590,7 @@ def _manifest(
     rate = quarantined / lines if lines else 0.0
     out_tables = {}
     for name in (*EVENT_TYPES, *DIMENSIONS):
-        path = bronze / f"{name}.parquet"
+        path = table_file(bronze, name)
         out_tables[name] = {"rows": tables.get(name, dims.get(name)), "sha256": _sha256(path)}
     content = hashlib.sha256("".join(f"{k}:{v['sha256']}\n" for k, v in out_tables.items()).encode()).hexdigest()
     return {
