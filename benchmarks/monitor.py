@@ -56,7 +56,7 @@ def run(profile: str, data_dir: Path, date: str, workspace: Path) -> dict:
     except ValidationFailed as exc:
         summary, verdict = None, f"failed: {str(exc).splitlines()[0]}"
     total = round(time.perf_counter() - t, 2)
-    out = json.loads((Path(data_dir) / "reports" / "monitoring" / date / "summary.json").read_text())
+    out = json.loads(s.layout.report_files("monitoring", "summary", date)["json"].read_text())
     return {"profile": profile, "date": date, "seconds_monitor_day": total, "seconds_by_report": parts,
             "verdict": verdict, "reference": out["drift"]["reference"]["note"],
             "current": out["drift"]["current"]["note"],

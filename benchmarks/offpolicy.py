@@ -405,10 +405,9 @@ def day_truth(world: Any, settings: Any, date: str, day: Any, ranked: Any, rng: 
     import pyarrow.parquet as pq
 
     from eliverec.evaluation.oracle import world_index
-    from eliverec.features.dataset import day_dir
     from eliverec.world.world import FEED_CUT, POSITION_GAP_MS
 
-    t = pq.read_table(day_dir(settings.data_dir, date) / "samples.parquet", columns=["user_id", "ts"]).to_pandas()
+    t = pq.read_table(settings.layout.samples(date), columns=["user_id", "ts"]).to_pandas()
     users = world_index(t["user_id"].to_numpy()[day.feed_row], "u")
     ts = t["ts"].to_numpy(np.int64)[day.feed_row]
     st = world.day(int(world.day_of(ts[0])))

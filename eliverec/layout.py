@@ -19,7 +19,7 @@ registry/audit.jsonl                                               every alias c
 mlflow/mlflow.db, mlflow/artifacts/                                MLflow store (unless tracking.uri is set)
 monitoring/workspace/                                              Evidently workspace (unless monitor.workspace is set)
 gx/                                                                Great Expectations project and Data Docs
-prefect/results/                                                   Prefect task results of the flows
+prefect/results/, prefect/home/                                    flows' task results; a private server's home
 .locks/, .staging/                                                 stage locks, half-written outputs
 .settings/<hash>.json                                              a flow's resolved settings for its tasks
 ```
@@ -46,6 +46,9 @@ BUILD_RECORD = "_build.json"
 DAY_SUMMARY = "_summary.json"
 SAMPLES = "samples.parquet"
 TENSORS = "tensors"
+QUARANTINE_TABLE = "quarantine"  # quarantine/<date>/quarantine.parquet
+EVENT_LOG_PREFIX = "events-"  # raw/<date>/events-<tag>.jsonl[.gz]: every raw event log, whoever wrote it
+EVENT_LOG_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
 # --------------------------------------------------------------------------- day arithmetic
@@ -109,9 +112,37 @@ def partition(folder: Path, day: str | dt.date) -> Path:
     return folder / _day(day)
 
 
+def event_log_name(tag: str | int, gzip: bool = False) -> str:
+    """File name of one raw event log in a day partition (the simulator's, a service's, an import's).
+
+    >>> event_log_name(3, gzip=True), event_log_name("import", gzip=True), serving_log_name("a1")
+    ('events-3.jsonl.gz', 'events-import.jsonl.gz', 'events-serving-a1.jsonl')
+    """
+    return f"{EVENT_LOG_PREFIX}{tag}{EVENT_LOG_SUFFIXES[1] if gzip else EVENT_LOG_SUFFIXES[0]}"
+
+
+def event_logs(folder: Path) -> list[Path]:
+    """The raw event logs of a day partition (``events-*.jsonl`` and ``events-*.jsonl.gz``), in name order."""
+    return sorted(p for p in folder.glob(f"{EVENT_LOG_PREFIX}*") if p.name.endswith(EVENT_LOG_SUFFIXES))
+
+
 def serving_log_name(instance: str) -> str:
     """File name of one service instance's log in a raw day partition."""
-    return f"events-serving-{instance}.jsonl"
+    return event_log_name(f"serving-{instance}")
+
+
+def ingest_stage(stage: Path) -> tuple[Path, Path, Path]:
+    """The parts of one ingest's staging folder: ``(spill, bronze day, quarantine day)`` being written."""
+    return stage / "spill", stage / "bronze", stage / "quarantine"
+
+
+def spill_file(spill: Path, step: str, index: int, event: str) -> Path:
+    """One spilled Arrow IPC file of an ingest (``step`` a, b: the pass that wrote it).
+
+    >>> spill_file(Path("/s"), "a", 12, "impression").as_posix()
+    '/s/a-0000012-impression.arrow'
+    """
+    return spill / f"{step}-{index:07d}-{event}.arrow"
 
 
 def table_file(folder: Path, name: str) -> Path:
@@ -165,6 +196,10 @@ class DataLayout:
         """``quarantine/`` or ``quarantine/<date>``."""
         return self._dated("quarantine", day)
 
+    def quarantine_table(self, day: str | dt.date) -> Path:
+        """The bad lines of a day and why (``quarantine/<date>/quarantine.parquet``)."""
+        return table_file(self.quarantine(day), QUARANTINE_TABLE)
+
     def validation(self, day: str | dt.date | None = None) -> Path:
         """``validation/`` or the Great Expectations reports of one day."""
         return self._dated("validation", day)
@@ -188,6 +223,14 @@ class DataLayout:
     def feature_spec(self, day: str | dt.date | None = None) -> Path:
         """The feature spec of a day, or (no day) of the last build."""
         return self.features(day) / FEATURE_SPEC
+
+    def bronze_dates(self) -> list[str]:
+        """Days published to bronze (their manifest written), oldest first."""
+        return [d for d in date_folders(self.bronze()) if self.bronze_manifest(d).exists()]
+
+    def feature_shards(self, run: str) -> Path:
+        """Scratch folder of one sharded feature build (removed when the build ends)."""
+        return self.features() / f".shards-{run}"
 
     def build_record(self) -> Path:
         """``features/_build.json``: what the last feature build made (window, rows, spec hash)."""
@@ -254,12 +297,21 @@ class DataLayout:
         return self.root / "monitoring" / "workspace"
 
     def gx_project(self) -> Path:
-        """The Great Expectations project (suites, checkpoints, validation results, Data Docs)."""
+        """The Great Expectations project (suites, checkpoints, validation results, Data Docs); GX's own
+        folder name for a file context made in :attr:`root` (``gx.get_context(project_root_dir=root)``)."""
         return self.root / "gx"
+
+    def data_docs_index(self) -> Path:
+        """The Data Docs home page (rebuilt by every validation)."""
+        return self.gx_project() / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
     def prefect_results(self) -> Path:
         """Where the flows persist task results (cache hits of reruns read them back)."""
         return self.root / "prefect" / "results"
+
+    def prefect_home(self) -> Path:
+        """``PREFECT_HOME`` of a run that starts its own temporary Prefect server (a benchmark's database)."""
+        return self.root / "prefect" / "home"
 
     def settings_handoff(self, settings_hash: str) -> Path:
         """Resolved settings handed from a flow to its tasks (owner-only JSON, named by their hash)."""

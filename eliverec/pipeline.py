@@ -28,8 +28,7 @@ def raw_dates(settings: Settings) -> list[str]:
 
 def bronze_dates(settings: Settings) -> list[str]:
     """Days ingested into bronze, oldest first."""
-    lay = settings.layout
-    return [d for d in date_folders(lay.bronze()) if lay.bronze_manifest(d).exists()]
+    return settings.layout.bronze_dates()
 
 
 def latest_bronze_date(settings: Settings) -> str:

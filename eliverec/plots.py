@@ -78,7 +78,7 @@ def discoverability_days(settings: Settings, path: Path) -> Path:
     from eliverec.monitoring.metrics import ALL, discoverability, gini, impressions_of
 
     m = settings.monitor
-    days = sorted(p.parent.name for p in (Path(settings.data_dir) / "bronze").glob("*/_manifest.json"))
+    days = settings.layout.bronze_dates()
     rows = []
     for day in days:
         frame, _ = frames.channel_frame(Path(settings.data_dir), day, max(m.windows), m.popularity_days)

@@ -76,7 +76,7 @@ from eliverec.config import Settings
 from eliverec.data.atomic import publish_dir, staging
 from eliverec.data.schemas import DIMENSIONS
 from eliverec.errors import DataError
-from eliverec.layout import DAY_MS, table_file
+from eliverec.layout import DAY_MS, event_log_name, table_file
 
 _UNITS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 
@@ -387,7 +387,7 @@ def _write(settings: Settings, events: list[dict[str, Any]], dims: dict, drop: d
     for date, rows in sorted(by_day.items()):
         with staging(settings.data_dir, f"import-{date}") as stage:
             blob = b"".join(orjson.dumps(r) + b"\n" for r in rows)
-            (stage / "events-import.jsonl.gz").write_bytes(gzip.compress(blob, compresslevel=5, mtime=0))
+            (stage / event_log_name("import", gzip=True)).write_bytes(gzip.compress(blob, compresslevel=5, mtime=0))
             for name, table in dim_tables.items():
                 pq.write_table(table, table_file(stage, name))
             publish_dir(stage, settings.layout.raw(date))

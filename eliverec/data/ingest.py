@@ -68,7 +68,16 @@ from eliverec.data.parse import (
 from eliverec.data.partition import string_partition
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, bronze_schema
 from eliverec.errors import DataError
-from eliverec.layout import DAY_MS, MANIFEST, day_start_ms, table_file
+from eliverec.layout import (
+    DAY_MS,
+    MANIFEST,
+    QUARANTINE_TABLE,
+    day_start_ms,
+    event_logs,
+    ingest_stage,
+    spill_file,
+    table_file,
+)
 
 ROW_GROUP_ROWS = 262_144  # fixed, so that output bytes do not depend on chunking
 _READ_BYTES = 1 << 20
@@ -101,7 +110,7 @@ def event_files(settings: Settings, date: str) -> list[Path]:
     folder = raw_dir(settings, date)
     if not folder.is_dir():
         raise DataError(f"{folder}: no raw logs for {date} (run `eliverec simulate` or `eliverec import` first)")
-    files = sorted(p for p in folder.glob("events-*") if p.name.endswith((".jsonl", ".jsonl.gz")))
+    files = event_logs(folder)
     if not files:
         raise DataError(f"{folder}: no events-*.jsonl[.gz] files for {date}")
     return files
@@ -273,7 +282,7 @@ def _parse_block(
         parsed = parse_lines(block.data.split(b"\n"), rules, name, block.file_idx, block.first_line)
     out = BlockResult(block.file_idx, block.n_lines, parsed.counts, parsed.quarantine)
     for event, table in parsed.tables.items():
-        path = spill / f"a-{task:07d}-{event}.arrow"
+        path = spill_file(spill, "a", task, event)
         out.spills[event] = (str(path), write_partitioned(table, _buckets_of(table["event_id"], n_buckets), path))
     return out
 
@@ -441,7 +450,7 @@ def _pass_b(
                 continue
             ts = kept["ts"].to_numpy()
             part = np.clip((ts - rules.ts_min) * n_buckets // span, 0, n_buckets - 1)
-            path = spill / f"b-{b:05d}-{e}.arrow"
+            path = spill_file(spill, "b", b, e)
             for t, rg in write_partitioned(kept, part, path).items():
                 by_ts[e].append((str(path), rg, t))
     return by_ts, counts
@@ -548,11 +557,11 @@ def ingest_day(settings: Settings, date: str, progress: bool = False) -> dict[st
         ]
     )
     with staging(settings.data_dir, f"ingest-{date}") as stage, _progress(progress, files) as tick:
-        spill, bronze, quarantine = stage / "spill", stage / "bronze", stage / "quarantine"
+        spill, bronze, quarantine = ingest_stage(stage)
         for d in (spill, bronze, quarantine):
             d.mkdir()
         results = _pass_a(
-            files, names, settings, rules, spill, n_buckets, quarantine / "quarantine.parquet", acct, tick
+            files, names, settings, rules, spill, n_buckets, table_file(quarantine, QUARANTINE_TABLE), acct, tick
         )
         by_ts, counts = _pass_b(results, rules, spill, n_buckets, len(files))
         tables = _pass_c(by_ts, n_buckets, bronze)
@@ -624,7 +633,7 @@ def _failure_message(settings: Settings, date: str, m: dict[str, Any]) -> str:
     return (
         f"ingest {date}: {m['totals']['quarantined']} of {m['totals']['lines_read']} lines quarantined "
         f"({m['quarantine_rate']:.2%} > ingest.max_quarantine_rate {m['max_quarantine_rate']:.2%}; top reasons: "
-        f"{reasons}). Bronze for {date} was not updated. Inspect {quarantine_dir(settings, date)}/quarantine.parquet, "
+        f"{reasons}). Bronze for {date} was not updated. Inspect {settings.layout.quarantine_table(date)}, "
         "fix the producer, or raise the threshold with --set ingest.max_quarantine_rate=..."
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eliverec.data.atomic import write_bytes_atomic
+from eliverec.layout import DataLayout
 
 
 @dataclass
@@ -69,12 +70,12 @@ def _short(value: Any, limit: int = 120) -> str:
 
 def gx_project_dir(data_dir: Path) -> Path:
     """``<data_dir>/gx``: the Great Expectations project (suites, checkpoints, results, Data Docs)."""
-    return Path(data_dir) / "gx"
+    return DataLayout(Path(data_dir)).gx_project()
 
 
 def data_docs_index(data_dir: Path) -> Path:
     """The Data Docs home page of the data root (written by every validation)."""
-    return gx_project_dir(data_dir) / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return DataLayout(Path(data_dir)).data_docs_index()
 
 
 @functools.lru_cache(maxsize=8)

@@ -245,7 +245,7 @@ def probe(settings: Settings, model: nn.Module, date: str, world: Any | None = N
     day = load_test_day(settings, date)
     ds = load_days(settings.data_dir, [date])
     if len(ds) != len(day):
-        raise EliverecError(f"features/{date}: samples.parquet has {len(day)} rows but the tensors {len(ds)}")
+        raise EliverecError(f"{settings.layout.samples(date)} has {len(day)} rows but the tensors {len(ds)}")
     world = world if world is not None else World.from_settings(settings)
     parts = parts if parts is not None else extract_parts(model, ds, settings.evaluation.batch_size)
     if any(len(v) != len(day) for v in parts.values()):

@@ -58,7 +58,7 @@ _ORDER = [("ts", "ascending"), ("request_id", "ascending"), ("position", "ascend
 
 def shard_root(settings: Any, run: str) -> Path:
     """Scratch folder of one sharded build (under the features folder; removed when the build ends)."""
-    return settings.layout.features() / f".shards-{run}"
+    return settings.layout.feature_shards(run)
 
 
 def build_shard(settings: Any, end_date: str, train_days: int | None, k: int, n: int, root: Path) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from eliverec.layout import event_logs, partition
+
 _COLUMNS = pa.schema([("event", pa.string()), ("ts", pa.int64()), ("user_id", pa.string()),
                       ("request_id", pa.string()), ("channel_id", pa.string()), ("stay_ms", pa.int64())])
 
@@ -25,7 +27,7 @@ def read_events(raw_dir: str | Path, dates: list[str]) -> pa.Table:
     parts = []
     opts = pj.ParseOptions(explicit_schema=_COLUMNS, unexpected_field_behavior="ignore")
     for date in dates:
-        for path in sorted(Path(raw_dir, date).glob("events-*.jsonl*")):
+        for path in event_logs(partition(Path(raw_dir), date)):
             comp = "gzip" if path.suffix == ".gz" else None
             with pa.input_stream(str(path), compression=comp) as f:
                 t = pj.read_json(f, parse_options=opts, read_options=pj.ReadOptions(block_size=1 << 24))

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from eliverec.config import Settings
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES
 from eliverec.errors import DataError
-from eliverec.layout import table_file
+from eliverec.layout import EVENT_LOG_PREFIX, event_log_name, event_logs, table_file
 from eliverec.world.entities import AGE_BUCKETS, CITY_TIERS, GENDERS, TAG_DAY, rng_for
 from eliverec.world.world import DAY_MS, ENTER_DELAY_MS, POSITION_GAP_MS, SCENES, DayState, World
 
@@ -40,14 +40,14 @@ ON_SALE = 5
 # ---------------------------------------------------------------------------------------------- writing
 #: The simulator's own event files (``events-<k>.jsonl[.gz]`` and their temporaries); every other
 #: ``events-*.jsonl*`` in a day folder (the service's ``events-serving-*``, ``events-import*``) is not ours.
-OWN_EVENTS = re.compile(r"^(\.tmp-)?events-\d+\.jsonl(\.gz)?$")
+OWN_EVENTS = re.compile(rf"^(\.tmp-)?{EVENT_LOG_PREFIX}\d+\.jsonl(\.gz)?$")
 
 
 def foreign_logs(folder: Path) -> list[Path]:
     """Event files in ``folder`` that the simulator did not write (served traffic, imported logs)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("events-*.jsonl*") if not OWN_EVENTS.match(p.name))
+    return [p for p in event_logs(folder) if not OWN_EVENTS.match(p.name)]
 
 
 class DayWriter:
@@ -67,9 +67,8 @@ class DayWriter:
         for old in folder.iterdir():
             if OWN_EVENTS.match(old.name):
                 old.unlink()
-        suffix = ".jsonl.gz" if use_gzip else ".jsonl"
-        self.paths = [folder / f"events-{k}{suffix}" for k in range(files)]
-        self._tmp = [folder / f".tmp-events-{k}{suffix}" for k in range(files)]
+        self.paths = [folder / event_log_name(k, use_gzip) for k in range(files)]
+        self._tmp = [p.with_name(f".tmp-{p.name}") for p in self.paths]
         self._raw = [open(p, "wb") for p in self._tmp]  # noqa: SIM115 - closed in close()
         self._streams: list[Any] = [
             gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=level, mtime=0) if use_gzip else f
