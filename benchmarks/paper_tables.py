@@ -21,6 +21,12 @@ seed): the bootstrap distribution of the seed-averaged difference. It covers the
 noise given the trained models, not the training noise between seeds (the std column shows that).
 A difference is flagged ``above`` / ``below`` only when the combined interval excludes 0, else ``n.s.``.
 
+Inputs. Every cell trains with the settings' ``model.match_features`` (on in ``params.yaml``: the
+user-candidate match counts of ``eliverec/models/layers/match.py`` beside the dynamic context). The
+paper's own inputs are the run ``--set model.match_features=false`` (its cells keep the fingerprints
+they had before the option existed), and ``benchmarks/paper_tables_diff.py`` pairs the two runs row
+by row on the same seeds, test days and user draws.
+
 Reference rows need no training: the logging policy, and the oracle (the world's true watch
 probability) at the serving position (the best position-free ranking; ``gap`` = share of the
 policy-to-this-oracle AUC gap a model closes) and at the logged position (the Bayes ceiling of the
@@ -107,6 +113,9 @@ CONFIDENCE = 0.95
 BOOT_SEED = 12345  # the bootstrap's own seed (the same draws for every model of a seed)
 # train settings that do not change what a cell learns (left out of its fingerprint)
 NOT_LEARNING = ("threads", "num_workers", "log_every", "checkpoint_every")
+# feature settings that do not change the features: how the build is sharded (tests/features: the sharded
+# build is byte-identical to the single-process one)
+NOT_DATA = ("shards", "shard_rows")
 # model settings only ETA reads, left out of the other cells' fingerprints (a new ETA setting reruns ETA
 # alone; eta_topk and eta_hash_bits stay in every fingerprint: the recorded cells were made with them)
 ETA_ONLY = ("eta_retrieve_above",)
@@ -192,7 +201,8 @@ def seed_settings(profile: str, seed: int, root: Path, sets: list[str]) -> Any:
 def data_fingerprint(settings: Any) -> str:
     """What the seed's data depend on: the seed, the world and the feature settings."""
     tree = settings.section_dict()
-    return fingerprint({"seed": tree["seed"], "world": tree["world"], "features": tree["features"]})
+    features = {k: v for k, v in tree["features"].items() if k not in NOT_DATA}
+    return fingerprint({"seed": tree["seed"], "world": tree["world"], "features": features})
 
 
 def reference_fingerprint(settings: Any) -> str:

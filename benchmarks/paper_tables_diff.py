@@ -34,7 +34,7 @@ def row_labels() -> dict[str, str]:
     """Cell key -> the tables' row label (first table it appears in)."""
     out: dict[str, str] = {}
     for _, group, label, model, mtl in pt.ROWS:
-        out.setdefault(pt.cell_key(model, mtl), f"{group}: {label}")
+        out.setdefault(pt.cell_key(model, mtl), f"{group}: {label}" if group else label)
     return out
 
 
