@@ -106,6 +106,7 @@ def _report(s: Any, lines: list[str], seconds: float) -> None:
     print("\nwhere the results are:")
     for label, path in [("raw logs", lay.raw()), ("bronze + manifests", lay.bronze()),
                         ("quarantine", lay.quarantine()), ("validation reports", lay.validation()),
+                        ("Data Docs (GE)", lay.data_docs_index()),
                         ("samples + tensors", lay.features()), ("evaluation reports", lay.reports("evaluation")),
                         ("gate verdicts", gates[-1] if gates else lay.reports("gate")),
                         ("A/B ramp + report", lay.experiment()), ("monitoring HTML", lay.reports("monitoring")),
@@ -115,6 +116,7 @@ def _report(s: Any, lines: list[str], seconds: float) -> None:
     print("  eliverec ui mlflow        # runs, metrics, the model registry (http://127.0.0.1:5000)")
     print("  eliverec ui prefect       # flow runs and their summary artifacts (http://127.0.0.1:4200)")
     print("  eliverec ui monitoring    # Evidently dashboards over days (http://127.0.0.1:8000)")
+    print("  eliverec ui docs          # Great Expectations Data Docs: every validation of bronze")
     print("  (run them from the venv: . .venv/bin/activate)")
     versions = [v for v in registry.list_versions(s) if not v["tags"].get("control")]
     if versions:
