@@ -32,7 +32,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf data/raw data/bronze data/quarantine data/features data/validation mlruns
+	# the demo's world: everything the data root holds except other worlds kept there (data/paper_tables)
+	rm -rf data/raw data/bronze data/quarantine data/features data/validation data/mlflow data/monitoring \
+	  data/prefect data/gx data/reports data/registry data/experiments data/checkpoints data/serving \
+	  data/.settings data/.staging data/.locks mlruns
 
 repro: $(STAMP)  # data/raw is the pipeline's input: simulated here when there is none
 	test -d data/raw || $(BIN)/eliverec simulate
