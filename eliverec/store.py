@@ -1,9 +1,10 @@
 """The MLflow store: pointing at it without leaking it into the environment; the feature days a run read.
 
-``mlflow.set_tracking_uri`` also exports ``$MLFLOW_TRACKING_URI`` for child processes. That
-variable overrides ``tracking.uri`` in :func:`eliverec.config.load_settings`, so in one process
+``mlflow.set_tracking_uri`` also exports ``$MLFLOW_TRACKING_URI`` for child processes (and
+``set_registry_uri`` exports ``$MLFLOW_REGISTRY_URI``, which a child's registry client then uses). The
+first variable overrides ``tracking.uri`` in :func:`eliverec.config.load_settings`, so in one process
 (a Prefect worker, a test) the first world's store would become every later world's store. Here
-the client is pointed at the URI and the variable is put back as it was: the environment keeps
+the client is pointed at the URI and the variables are put back as they were: the environment keeps
 saying only what the operator set.
 
 :func:`feature_days_input` describes feature days as an MLflow dataset input (name, digest of the day
@@ -19,19 +20,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+#: What ``mlflow.set_tracking_uri`` / ``set_registry_uri`` export to the environment (and so to child processes).
+STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
 
 def use_store(uri: str, registry: bool = True) -> None:
-    """Set MLflow's tracking (and registry) URI to ``uri``; ``$MLFLOW_TRACKING_URI`` is left unchanged."""
+    """Set MLflow's tracking (and registry) URI to ``uri``; :data:`STORE_VARIABLES` are left unchanged."""
     import mlflow
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    before = {k: os.environ.get(k) for k in STORE_VARIABLES}
     mlflow.set_tracking_uri(uri)
     if registry:
         mlflow.set_registry_uri(uri)
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def feature_days_input(context: str, name: str, folders: Mapping[str, Path]) -> Any:

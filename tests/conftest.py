@@ -34,7 +34,9 @@ def tiny_settings(tmp_path: Path):
 
 @pytest.fixture(autouse=True)
 def _isolate_mlflow_env(monkeypatch: pytest.MonkeyPatch):
-    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; keep it from leaking between tests."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    """mlflow.set_tracking_uri() / set_registry_uri() export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; keep
+    them from leaking between tests (a leaked registry URI sent a later test's subprocess to another store)."""
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(key, "unset")
+        monkeypatch.delenv(key)
     yield
