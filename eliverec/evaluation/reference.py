@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from eliverec.models.layers.match import MATCH_FEATURES, match_counts
+from eliverec.models.layers.match import MATCH_FEATURES, MATCH_KEYS, match_counts
 
 #: Names of the columns :func:`match_features` returns, in order: the models' match counts
 #: (``eliverec/models/layers/match.py``, one implementation) and the dense dynamic context.
@@ -31,9 +31,7 @@ FEATURES: tuple[str, ...] = (*MATCH_FEATURES, "viewers", "revenue", "on_sale", "
 
 
 #: Batch keys :func:`match_features` reads.
-INPUT_KEYS: tuple[str, ...] = (
-    "channel", "channel_seq", "channel_len", "product_seq", "product_len", "dynamic_cats", "dynamic",
-)  # fmt: skip
+INPUT_KEYS: tuple[str, ...] = (*MATCH_KEYS, "dynamic")
 
 
 def match_features(day: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -48,7 +46,7 @@ def match_features(day: Mapping[str, np.ndarray]) -> np.ndarray:
     >>> match_features(day)[0, -4:].tolist()
     [1.0, 2.0, 3.0, 4.0]
     """
-    batch = {k: torch.from_numpy(np.asarray(day[k], np.int64)) for k in INPUT_KEYS if k != "dynamic"}
+    batch = {k: torch.from_numpy(np.asarray(day[k], np.int64)) for k in MATCH_KEYS}
     counts = match_counts(batch).numpy()
     return np.concatenate([counts, np.asarray(day["dynamic"], np.float32)], axis=1).astype(np.float32)
 

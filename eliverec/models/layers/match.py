@@ -26,6 +26,8 @@ MATCH_FEATURES: tuple[str, ...] = (
     "product_category_n", "product_category_share", "product_on_sale_share", "product_last_category",
     "live_len", "product_len",
 )  # fmt: skip
+#: Batch keys :func:`match_counts` reads.
+MATCH_KEYS: tuple[str, ...] = ("channel", "channel_seq", "channel_len", "product_seq", "product_len", "dynamic_cats")
 #: Columns that are counts (log1p-scaled by :func:`match_inputs`); the rest are shares and flags in [0, 1].
 COUNT_COLUMNS: tuple[int, ...] = (0, 2, 3, 5, 9, 10)
 
