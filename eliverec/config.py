@@ -164,8 +164,8 @@ class FeaturesConfig(Section):
 ModelName = Literal[
     "eliverec", "eliverec_wo_m", "eliverec_vanilla", "eliverec_wo_p", "eliverec_wo_c", "eliverec_wo_n",
     "eliverec_wo_d", "eliverec_cos", "eliverec_euc", "eliverec_sr", "eliverec_din", "eliverec_hgn",
-    "wdl", "wdl_dual", "din", "din_dual", "dien", "dien_dual", "hgn", "hgn_dual", "bst", "bst_dual",
-    "eta", "eta_dual", "can", "can_dual", "minet", "dasl", "conet", "dtcdr", "ddtcdr",
+    "eliverec_cross", "wdl", "wdl_dual", "din", "din_dual", "dien", "dien_dual", "hgn", "hgn_dual", "bst",
+    "bst_dual", "eta", "eta_dual", "can", "can_dual", "minet", "dasl", "conet", "dtcdr", "ddtcdr",
 ]
 """Registered model names (``eliverec.models.MODELS`` has exactly these keys; a test checks it)."""
 

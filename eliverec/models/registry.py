@@ -10,6 +10,8 @@ Names (also ``eliverec.config.ModelName``):
 | | no disentangled encoder |
 | ``eliverec_cos`` / ``_euc`` / ``_sr`` | Table III: cosine / euclidean instead of InfoNCE / extra SR regulariser |
 | ``eliverec_din`` / ``eliverec_hgn`` | Fig. 5: DIN- or HGN-style basic sequence encoder |
+| ``eliverec_cross`` | not in the paper: cross-domain prototypes (o_c from the other domain) and eq. 8-9 on |
+| | the target-free pooled parts, what made z_c carry the consistent intents (benchmarks/results/mechanism.md) |
 | ``wdl``, ``din``, ``dien``, ``hgn``, ``bst``, ``eta``, ``can`` | single-sequence (live only) baselines (Table II) |
 | ``<baseline>_dual`` | the same with the product sequence too ("Dual CTR Model") |
 | ``minet``, ``dasl``, ``conet``, ``dtcdr``, ``ddtcdr`` | cross-domain baselines (Table II; MiNet also Table IV): |
@@ -59,6 +61,7 @@ ELIVEREC_VARIANTS: dict[str, dict[str, Any]] = {
     "eliverec_sr": {"specific_reg": True},
     "eliverec_din": {"backbone": "din"},
     "eliverec_hgn": {"backbone": "hgn"},
+    "eliverec_cross": {"prototypes": "cross", "reg_on": "pooled"},
 }
 
 

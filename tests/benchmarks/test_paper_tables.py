@@ -92,8 +92,8 @@ def test_identical_predictions_differ_by_exactly_zero_and_a_better_score_is_abov
 
 def test_rows_selection(pt: ModuleType) -> None:
     headline = pt.cells_for(None, "headline", False)
-    assert headline[0] == pt.REFERENCE and len(headline) == 9 + 6  # + CAN dual and the cross-domain group
-    assert {("eliverec_wo_d", "adaptive"), ("eliverec_wo_m", "single"), ("dien_dual", "single")} <= set(headline)
+    assert headline[0] == pt.REFERENCE and len(headline) == 9 + 6 + 1  # + CAN dual, cross-domain, eliverec_cross
+    assert {("eliverec_wo_d", "adaptive"), ("eliverec_cross", "adaptive"), ("eliverec_wo_m", "single"), ("dien_dual", "single")} <= set(headline)
     every = pt.cells_for(None, "all", False)
     assert len(every) == len(set(every)) == len({(r[3], r[4]) for r in pt.ROWS})
     issue14 = {("can", "single"), ("can_dual", "single"), ("minet", "vanilla"), ("minet", "adaptive"),

@@ -60,8 +60,8 @@ def test_output_contract_and_all_padding_no_nan(name: str) -> None:
     assert logs["loss/total"] == pytest.approx(float(total.detach()))
 
 
-@pytest.mark.parametrize("name", ["eliverec", "eliverec_wo_p", "eliverec_din", "eliverec_hgn", "din_dual",
-                                  "dien_dual", "bst_dual", "eta_dual", "wdl_dual", "hgn_dual", "can_dual",
+@pytest.mark.parametrize("name", ["eliverec", "eliverec_wo_p", "eliverec_din", "eliverec_hgn", "eliverec_cross",
+                                  "din_dual", "dien_dual", "bst_dual", "eta_dual", "wdl_dual", "hgn_dual", "can_dual",
                                   "minet", "dasl", "conet", "dtcdr", "ddtcdr"])
 def test_gradient_reaches_every_parameter(name: str) -> None:
     model = make(name)
