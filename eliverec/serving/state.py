@@ -1,9 +1,11 @@
 """The service's online feature state: recent behaviour per user, latest stats per channel, dimensions.
 
 Warmed at start from the latest ``serving.warm_days`` bronze partitions (and their dimension
-snapshots), then updated by every event posted to ``/events``. A request's features come from
-:func:`eliverec.features.online.request_features`, the same code as the offline samples, so the
-service sees exactly what training saw for the same history (``tests/serving/test_state.py``).
+snapshots), then updated by every event posted to ``/events``. A request's features are built from the raw rows by
+:func:`eliverec.serving.features.request_batch` (:meth:`OnlineState.features`), which equals
+:func:`eliverec.features.online.request_features`, the offline samples' code
+(:meth:`OnlineState.reference_features`; ``tests/serving/test_features.py``), so the service sees
+exactly what training saw for the same history (``tests/serving/test_state.py``).
 
 Per user it keeps the last ``features.seq_len`` product clicks and watched channels (leaves with
 ``stay_ms >= features.min_stay_ms``), per channel the last :data:`STATS_KEPT` stats snapshots; at
@@ -31,9 +33,12 @@ import torch
 from eliverec.features.hashing import FeatureSpec
 from eliverec.features.online import ChannelState, UserHistory, request_features
 from eliverec.layout import DataLayout, date_folders, table_file
+from eliverec.serving.features import Candidates, IdHasher, request_batch
 
 log = logging.getLogger(__name__)
 STATS_KEPT = 4  # stats snapshots kept per channel (the latest before a request is used)
+NO_DIMS = (None, None)  # anchor and top category of a channel the dimensions do not know
+HASHERS_KEPT = 4  # id memos kept (one per feature spec in use: champion, challenger, a reload's new one)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class OnlineState:
         self.evicted = 0
         self.warmed_from: list[str] = []
         self._lock = threading.Lock()
+        self._hashers: dict[int, IdHasher] = {}
 
     # ------------------------------------------------------------------ updates
     def _push(self, table: OrderedDict[str, list[tuple]], key: str, row: tuple, keep: int, limit: int) -> None:
@@ -125,13 +131,40 @@ class OnlineState:
 
     def features(self, spec: FeatureSpec, *, user_id: str, ts: int, scene: str, candidates: Sequence[str],
                  position: int) -> dict[str, torch.Tensor]:
-        """Batch-contract tensors for one request (one row per candidate, one fixed position)."""
+        """Batch-contract tensors for one request (one row per candidate, one fixed position).
+
+        Built by :func:`eliverec.serving.features.request_batch` from the rows copied under the lock;
+        equal to :meth:`reference_features` (``tests/serving/test_features.py``).
+        """
+        with self._lock:
+            clicks = list(self.clicks.get(user_id, ()))
+            watches = list(self.watches.get(user_id, ()))
+            dims = [self.dims.channels.get(c, NO_DIMS) for c in candidates]
+            rows = [self.stats.get(c, ()) for c in candidates]
+            cands = Candidates(candidates, [d[0] for d in dims], [d[1] for d in dims], [len(r) for r in rows],
+                               [r for rs in rows for r in rs])  # copied: a trim sorts a list in place
+            profile = self.dims.users.get(user_id)
+        return request_batch(self.hasher(spec), ts=ts, user_id=user_id, scene=scene, profile=profile, clicks=clicks,
+                             watches=watches, candidates=cands, position=position)
+
+    def reference_features(self, spec: FeatureSpec, *, user_id: str, ts: int, scene: str, candidates: Sequence[str],
+                           position: int) -> dict[str, torch.Tensor]:
+        """The same tensors through the offline builder's code (:func:`request_features`): the reference."""
         with self._lock:
             history = self.history(user_id)
             chans = [self.channel(c) for c in candidates]
             profile = self.dims.users.get(user_id)
         return request_features(spec, ts=ts, user_id=user_id, scene=scene, profile=profile, history=history,
                                 candidates=chans, position=position)
+
+    def hasher(self, spec: FeatureSpec) -> IdHasher:
+        """The id memo of ``spec`` (one per loaded spec object; the last :data:`HASHERS_KEPT` are kept)."""
+        held = self._hashers.get(id(spec))
+        if held is None or held.spec is not spec:
+            held = self._hashers[id(spec)] = IdHasher(spec)
+            while len(self._hashers) > HASHERS_KEPT:
+                self._hashers.pop(next(iter(self._hashers)))
+        return held
 
     def describe(self) -> dict[str, Any]:
         """Sizes, for ``/healthz``."""
