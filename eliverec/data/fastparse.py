@@ -12,11 +12,15 @@ line by line); the result (tables, quarantine in line order, counts) is the same
   line (several objects on one line, nested objects), ``NaN``/``Infinity`` literals, lines longer
   than :data:`SCREEN_LINE_BYTES` that hold very deep nesting or a number too long for a double
   (orjson rejects those; pyarrow would ignore them in an unknown field), and the whole chunk when
-  it is not valid UTF-8;
+  it is not valid UTF-8; when the reader refuses the chunk, also a string value under a numeric or
+  boolean field and a number under an id field (:func:`_type_screen`: these stop the reader);
 - reported by the reader: a type conflict or syntax error names its row; a conversion error that
   does not is found by halving the range until one line is left.
 
-With the screens, every line that reaches the reader is one object, so a row is a line.
+With the screens, every line that reaches the reader is one object, so a row is a line. The
+reader first takes the whole chunk at once (multi-threaded, ``_BLOCK`` bytes per thread task); only
+for a chunk it refuses does the type screen run, and what the reader still refuses is re-read in
+windows of ``_WINDOW`` lines to find the refused lines.
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ _ROW = re.compile(r"in row (\d+)")
 _LONG_NUMBER = re.compile(rb"\d{300}")
 _MAX_DEPTH = 1000  # orjson refuses deeper documents (its limit is 1024)
 _WINDOW = 1 << 14  # lines per reader call: a failure re-reads at most this many lines
+_READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+_BLOCK = 1 << 20  # bytes per reader block when a whole chunk is read at once (one thread task each)
+#: Last four bytes of a key (before its closing quote) of the numeric and boolean fields, and of the id
+#: fields (``event`` included): a string value under the first or a number under the second makes the
+#: reader fail (the type screen).
+_NUMERIC_KEYS = {"ts", "position", "stay_ms", "viewers", "revenue_window", "score", "propensity", "derived"}
+_ID_KEYS = {"event", *(f for f in FIELDS if _KIND[f] == "id")}
 
 
 def parse_chunk(data: bytes, rules: Rules, file: str, file_idx: int, first_line: int) -> ParsedChunk:
@@ -68,10 +79,7 @@ def parse_chunk(data: bytes, rules: Rules, file: str, file_idx: int, first_line:
     starts = np.r_[0, nl + 1].astype(np.int64)
     ends = np.r_[nl, len(data)].astype(np.int64)
     suspect = _screen(data, view, starts, ends)
-    good = np.flatnonzero(~suspect)
-    buf = _joined(view, starts[good], ends[good])
-    offsets = np.r_[0, np.cumsum(ends[good] - starts[good] + 1)]
-    tables, failed = _read_lines(pa.py_buffer(buf), offsets)
+    good, tables, failed = _read_screened(view, starts, ends, suspect)
     if tables is None:  # the reader disagrees with the screens: judge every line the slow way
         return parse_lines(data.split(b"\n"), rules, file, file_idx, first_line)
     suspect[good[failed]] = True
@@ -118,27 +126,101 @@ def _screen(data: bytes, view: np.ndarray, starts: np.ndarray, ends: np.ndarray)
     return suspect
 
 
+def _suffixes(keys: set[str]) -> np.ndarray:
+    """The last four bytes before the closing quote of each key, as little-endian uint32 (a short
+    key with each byte that can precede its opening quote: ``{``, ``,`` or a space)."""
+    out = []
+    for k in keys:
+        quoted = b'"' + k.encode()
+        tails = [quoted[-4:]] if len(quoted) >= 4 else [(c + quoted)[-4:] for c in (b"{", b",", b" ")]
+        out += [int.from_bytes(t, "little") for t in tails]
+    return np.unique(np.asarray(out, np.uint32))
+
+
+_NUMERIC_TAILS = _suffixes(_NUMERIC_KEYS)
+_ID_TAILS = _suffixes(_ID_KEYS)
+_DIGIT_OR_MINUS = np.zeros(256, bool)
+_DIGIT_OR_MINUS[[*range(ord("0"), ord("9") + 1), ord("-")]] = True
+
+
+def _type_screen(view: np.ndarray) -> np.ndarray:
+    """Byte positions of a key-value pair whose value has a type the reader refuses for that field:
+    a string under a numeric/boolean field, a number under an id field (an integer id is valid, but
+    goes the slow way). Keys are told apart by their last four bytes; a false match only sends a line
+    the slow way. Other type errors (a list under a scalar, a number too large) the reader reports."""
+    if len(view) < 6:
+        return np.zeros(0, np.int64)
+    colon = np.flatnonzero(view[5:-1] == ord(":")) + 5  # room for a 4-byte key tail and a value byte
+    colon = colon[view[colon - 1] == ord('"')]
+    value = view[colon + 1]
+    string, number = value == ord('"'), _DIGIT_OR_MINUS[value]
+    colon, string, number = colon[string | number], string[string | number], number[string | number]
+    q = colon - 1  # the key's closing quote
+    tail = (view[q - 4].astype(np.uint32) | (view[q - 3].astype(np.uint32) << 8)
+            | (view[q - 2].astype(np.uint32) << 16) | (view[q - 1].astype(np.uint32) << 24))
+    bad = (string & _member(tail, _NUMERIC_TAILS)) | (number & _member(tail, _ID_TAILS))
+    return colon[bad]
+
+
+def _member(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``np.isin`` against a small sorted table (binary search; ``np.isin`` would sort ``values``)."""
+    at = np.minimum(np.searchsorted(table, values), len(table) - 1)
+    return table[at] == values
+
+
 def _joined(view: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> bytes:
-    """The given lines, each followed by ``\\n``, as one buffer."""
+    """The given lines, each followed by ``\\n``, as one buffer (one copy per run of consecutive lines)."""
     if not len(starts):
         return b""
-    if (starts[1:] == ends[:-1] + 1).all():  # consecutive lines: one copy
-        return view[starts[0] : ends[-1]].tobytes() + b"\n"
-    ext = np.append(view, np.uint8(10))  # the chunk's last line gets its newline too
-    delta = np.zeros(len(ext) + 1, np.int8)
-    delta[starts] += 1
-    delta[ends + 1] -= 1  # each line keeps its newline (at ``ends``)
-    return ext[np.cumsum(delta[:-1], dtype=np.int8).astype(bool)].tobytes()
+    gap = np.flatnonzero(starts[1:] != ends[:-1] + 1)
+    first = np.r_[0, gap + 1]
+    last = np.r_[gap, len(starts) - 1]
+    data = memoryview(view)
+    return b"\n".join([data[a:b] for a, b in zip(starts[first].tolist(), ends[last].tolist(), strict=True)]) + b"\n"
 
 
-def _read(buf: pa.Buffer) -> pa.Table:
-    opts = pj.ReadOptions(use_threads=False, block_size=max(len(buf), 1 << 16))
+def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspect: np.ndarray
+                   ) -> tuple[np.ndarray, list[pa.Table] | None, np.ndarray]:
+    """The reader's tables of the lines not ``suspect`` (None: it disagrees with the screens), those
+    lines (chunk indices) and the ones among them it refused (indices into them).
+
+    The whole buffer is read at once first; only if the reader refuses it, :func:`_type_screen`
+    marks more lines ``suspect`` (in place) and the rest is read by :func:`_read_lines`. A refusal
+    costs little: the reader stops at the first bad row of the first block.
+    """
+    good = np.flatnonzero(~suspect)
+    if not len(good):
+        return good, [], np.zeros(0, np.int64)
+    buf = pa.py_buffer(_joined(view, starts[good], ends[good]))
+    try:
+        table = _read(buf, threads=len(good) > _WINDOW)
+    except _READ_ERRORS:
+        hit = _type_screen(view)
+        if len(hit):
+            suspect[np.searchsorted(starts, hit, side="right") - 1] = True
+            good = np.flatnonzero(~suspect)
+            buf = pa.py_buffer(_joined(view, starts[good], ends[good]))
+        tables, failed = _read_lines(buf, np.r_[0, np.cumsum(ends[good] - starts[good] + 1)])
+        return good, tables, failed
+    return good, ([table] if table.num_rows == len(good) else None), np.zeros(0, np.int64)
+
+
+def _read(buf: pa.Buffer, threads: bool = False) -> pa.Table:
+    block = _BLOCK if threads else max(len(buf), 1 << 16)
+    opts = pj.ReadOptions(use_threads=threads, block_size=block)
     return pj.read_json(pa.BufferReader(buf), read_options=opts, parse_options=_PARSE)
 
 
 def _read_lines(buf: pa.Buffer, offsets: np.ndarray) -> tuple[list[pa.Table] | None, np.ndarray]:
     """Tables of lines ``[0, n)`` in order, and the lines the reader refused (as indices)."""
     n = len(offsets) - 1
+    if n > _WINDOW:  # the whole chunk at once, on the reader's threads; windows only if it refuses
+        try:
+            table = _read(buf, threads=True)
+        except _READ_ERRORS:
+            pass
+        else:
+            return ([table] if table.num_rows == n else None), np.zeros(0, np.int64)
     tables: list[pa.Table] = []
     failed: list[int] = []
     todo = [(a, min(a + _WINDOW, n)) for a in range(0, n, _WINDOW)][::-1]
@@ -148,7 +230,7 @@ def _read_lines(buf: pa.Buffer, offsets: np.ndarray) -> tuple[list[pa.Table] | N
             continue
         try:
             table = _read(buf.slice(int(offsets[a]), int(offsets[b] - offsets[a])))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        except _READ_ERRORS as exc:
             m = _ROW.search(str(exc))
             row = int(m.group(1)) if m else -1
             if 0 <= row < b - a:

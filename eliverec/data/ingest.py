@@ -41,9 +41,10 @@ import math
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ from eliverec.data.parse import (
     parse_lines,
     quarantine_rows,
 )
-from eliverec.data.partition import string_partition
+from eliverec.data.partition import sampled_partition
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, bronze_schema
 from eliverec.errors import DataError
 from eliverec.layout import (
@@ -81,7 +82,7 @@ from eliverec.layout import (
 
 ROW_GROUP_ROWS = 262_144  # fixed, so that output bytes do not depend on chunking
 _READ_BYTES = 1 << 20
-_SPILL_IPC = ipc.IpcWriteOptions(compression="lz4")
+_SPILL_IPC = ipc.IpcWriteOptions()  # uncompressed: spills are read back memory-mapped, without a copy
 _GZIP_ERRORS = (zlib.error, EOFError, OSError)
 
 
@@ -131,7 +132,7 @@ class Block:
     length: int = 0  # full length of a too-long line
     error: str | None = None
 
-    @property
+    @cached_property
     def n_lines(self) -> int:
         """Number of lines in the block."""
         return 1 if self.special else self.data.count(b"\n") + 1
@@ -217,7 +218,8 @@ def read_blocks(path: Path, file_idx: int, chunk_bytes: int) -> Iterator[Block]:
             continue
         if cut < 0:
             continue
-        block = Block(file_idx, line_no, bytes(buf[:cut]))
+        with memoryview(buf) as view:  # one copy of the block's bytes (a bytearray slice would be a second)
+            block = Block(file_idx, line_no, bytes(view[:cut]))
         del buf[: cut + 1]
         yield block
         line_no += block.n_lines
@@ -241,14 +243,16 @@ class BlockResult:
 
 
 def _buckets_of(ids: pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
-    """Partition of each event id among ``n`` (:func:`~eliverec.data.partition.string_partition`)."""
-    return string_partition(ids, n)
+    """Partition of each event id among ``n`` (:func:`~eliverec.data.partition.sampled_partition`: the
+    partition only groups an id's copies for deduplication, the output does not depend on it)."""
+    return sampled_partition(ids, n)
 
 
 def write_partitioned(table: pa.Table, part: np.ndarray, path: Path) -> dict[int, int]:
     """Spill ``table`` with one record batch per partition value; returns partition -> batch.
 
-    Spills are Arrow IPC files (lz4): several times cheaper to write and read back than parquet.
+    Spills are uncompressed Arrow IPC files: read back memory-mapped (no copy, no decoding), several
+    times cheaper than lz4 IPC and far cheaper than parquet; they live only in the staging folder.
     """
     order = np.argsort(part, kind="stable")
     sorted_part = part[order]
@@ -326,11 +330,18 @@ def _pass_a(
     acct: _Accounting,
     tick: Callable[[int], None],
 ) -> list[BlockResult]:
-    """Parse every block (in parallel when ``ingest.workers > 1``), write the quarantine in order."""
+    """Parse every block (in parallel when ``ingest.workers > 1``), write the quarantine in order.
+
+    The chunk parser runs on threads (its work is in pyarrow and numpy, which release the GIL: no
+    process start-up, no copy of the blocks); the line-by-line parser (orjson, Python per line) on
+    processes.
+    """
     results: list[BlockResult] = []
     workers = settings.ingest.workers
     pool: Executor | None = None
-    if workers > 1 and _estimate_bytes(files) > settings.ingest.chunk_bytes:
+    if workers > 1 and settings.ingest.fast_parse:
+        pool = ThreadPoolExecutor(workers)
+    elif workers > 1 and _estimate_bytes(files) > settings.ingest.chunk_bytes:
         import multiprocessing
 
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
@@ -402,12 +413,14 @@ def _dedup_bucket(tables: dict[str, pa.Table], n_files: int) -> tuple[dict[str, 
             "_line": pa.concat_arrays([tables[e]["_line"].combine_chunks() for e in events]),
         }
     )
-    order = pc.sort_indices(keys, [("event_id", "ascending"), ("_file", "ascending"), ("_line", "ascending")])
-    order = order.to_numpy().astype(np.int64)
-    ids = keys["event_id"].take(pa.array(order))
+    # ids as integer codes (one hash pass), then one integer sort by (id, file, line): the rows of an id
+    # in read order, its first occurrence first (no string comparisons)
+    codes = keys["event_id"].combine_chunks().dictionary_encode().indices.to_numpy().astype(np.int64)
+    line = keys["_file"].to_numpy().astype(np.int64) << 40 | keys["_line"].to_numpy()
+    order = np.lexsort((line, codes))
+    sorted_codes = codes[order]
     first = np.ones(len(order), bool)
-    if len(order) > 1:
-        first[1:] = np.asarray(pc.not_equal(ids.slice(1), ids.slice(0, len(order) - 1)).to_numpy(), bool)
+    first[1:] = sorted_codes[1:] != sorted_codes[:-1]
     keep_all = np.zeros(len(order), bool)
     keep_all[order[first]] = True
     run_first = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
@@ -430,20 +443,21 @@ def _dedup_bucket(tables: dict[str, pa.Table], n_files: int) -> tuple[dict[str, 
 
 
 def _pass_b(
-    results: list[BlockResult], rules: Rules, spill: Path, n_buckets: int, n_files: int
+    results: list[BlockResult], rules: Rules, spill: Path, n_buckets: int, n_files: int, workers: int = 1
 ) -> tuple[dict[str, list[tuple[str, int, int]]], np.ndarray]:
-    """Deduplicate one event-id partition at a time; spill kept rows by time range."""
+    """Deduplicate one event-id partition at a time (``workers`` partitions at once, on threads: the
+    work is in pyarrow and numpy, which release the GIL); spill kept rows by time range."""
     counts = np.zeros((3, n_files), np.int64)
     by_ts: dict[str, list[tuple[str, int, int]]] = {e: [] for e in EVENT_TYPES}
     span = rules.ts_max - rules.ts_min + 1
-    for b in range(n_buckets):
-        tables = {}
+
+    def bucket(b: int) -> tuple[dict[str, list[tuple[str, int, int]]], np.ndarray]:
+        tables, out = {}, {}
         for e in EVENT_TYPES:
             parts = [(r.spills[e][0], r.spills[e][1][b]) for r in results if e in r.spills and b in r.spills[e][1]]
             if parts:
                 tables[e] = _read_parts(parts, bronze_schema(e))
         keep, c = _dedup_bucket(tables, n_files)
-        counts += c
         for e, mask in keep.items():
             kept = tables[e].filter(pa.array(mask))
             if not kept.num_rows:
@@ -451,9 +465,23 @@ def _pass_b(
             ts = kept["ts"].to_numpy()
             part = np.clip((ts - rules.ts_min) * n_buckets // span, 0, n_buckets - 1)
             path = spill_file(spill, "b", b, e)
-            for t, rg in write_partitioned(kept, part, path).items():
-                by_ts[e].append((str(path), rg, t))
+            out[e] = [(str(path), rg, t) for t, rg in write_partitioned(kept, part, path).items()]
+        return out, c
+
+    for out, c in _threads(bucket, range(n_buckets), workers):  # in partition order: same lists every run
+        counts += c
+        for e, parts in out.items():
+            by_ts[e] += parts
     return by_ts, counts
+
+
+def _threads(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
+    """``map(fn, items)``, on ``workers`` threads when more than one (results in ``items`` order)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(fn, items)
 
 
 # --------------------------------------------------------------------------- pass C: sort and write
@@ -484,10 +512,12 @@ class _FixedGroupWriter:
         self.writer.close()
 
 
-def _pass_c(by_ts: dict[str, list[tuple[str, int, int]]], n_buckets: int, out: Path) -> dict[str, int]:
-    """Sort each time range by (ts, event_id) and append it to the event's bronze table."""
-    rows = {}
-    for e in EVENT_TYPES:
+def _pass_c(by_ts: dict[str, list[tuple[str, int, int]]], n_buckets: int, out: Path, workers: int = 1
+            ) -> dict[str, int]:
+    """Sort each time range by (ts, event_id) and append it to the event's bronze table (``workers``
+    event types at once, on threads)."""
+
+    def write(e: str) -> int:
         schema = bronze_schema(e)
         w = _FixedGroupWriter(table_file(out, e), schema)
         for t in range(n_buckets):
@@ -498,8 +528,9 @@ def _pass_c(by_ts: dict[str, list[tuple[str, int, int]]], n_buckets: int, out: P
             table = table.take(pc.sort_indices(table, [("ts", "ascending"), ("event_id", "ascending")]))
             w.write(table.select(schema.names).cast(schema))
         w.close()
-        rows[e] = w.total
-    return rows
+        return w.total
+
+    return dict(zip(EVENT_TYPES, _threads(write, EVENT_TYPES, workers), strict=True))
 
 
 # --------------------------------------------------------------------------- dimensions
@@ -563,8 +594,9 @@ def ingest_day(settings: Settings, date: str, progress: bool = False) -> dict[st
         results = _pass_a(
             files, names, settings, rules, spill, n_buckets, table_file(quarantine, QUARANTINE_TABLE), acct, tick
         )
-        by_ts, counts = _pass_b(results, rules, spill, n_buckets, len(files))
-        tables = _pass_c(by_ts, n_buckets, bronze)
+        workers = settings.ingest.workers
+        by_ts, counts = _pass_b(results, rules, spill, n_buckets, len(files), workers)
+        tables = _pass_c(by_ts, n_buckets, bronze, workers)
         dims = copy_dimensions(settings, date, bronze)
         manifest = _manifest(settings, date, acct, counts, tables, dims, bronze)
         blob = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 import pyarrow as pa
 import pytest
 
@@ -138,3 +140,43 @@ def test_reader_schema_covers_every_field():
     from eliverec.data.parse import FIELDS
 
     assert _SCHEMA.names == ["event", *FIELDS] and _SCHEMA.field("ts").type == pa.int64()
+
+
+def test_type_screen_finds_the_values_that_stop_the_reader():
+    from eliverec.data.fastparse import _type_screen
+
+    ok = line(ev("impression", 1))
+    bad = [line(ev("enter", 2, ts="soon")), line(ev("impression", 3, position="7")), line(ev("impression", 4,
+           derived="yes")), line(ev("enter", 5, channel_id=7)), line(ev("enter", 6, event_id=-1))]  # fmt: skip
+    for b in bad:
+        data = b"\n".join([ok, b, ok])
+        hits = _type_screen(np.frombuffer(data, np.uint8))
+        assert len(hits) == 1 and len(ok) < hits[0] < len(ok) + len(b), b
+    assert not len(_type_screen(np.frombuffer(b"\n".join(good_lines(64)), np.uint8)))
+
+
+def test_a_refused_chunk_is_read_again_once_after_the_type_screen(monkeypatch):
+    import eliverec.data.fastparse as fp
+
+    calls = []
+    real = fp._read
+    monkeypatch.setattr(fp, "_read", lambda buf, threads=False: calls.append(len(buf)) or real(buf, threads))
+    lines = good_lines(400)
+    for i in range(5, 400, 37):
+        lines[i] = line(ev("enter", 10_000 + i, ts=str(T0), channel_id=i))  # string ts, integer id
+    out = _check(lines)
+    assert len(calls) == 2  # the refused whole read, then one read without the screened lines
+    assert out.counts == {"bad_type": len(range(5, 400, 37))}
+
+
+def test_threaded_workers_give_the_same_bytes(tiny_settings, raw_day):
+    lines = [b for i, (b, _, _) in enumerate(BAD) for b in (*good_lines(60, start=1000 * i), b)]
+    raw_day({"events-0.jsonl": lines, "events-1.jsonl.gz": lines[::3] + TRICKY})
+    out = tiny_settings.data_dir / "bronze" / DATE
+    days = []
+    for workers in (1, 2):
+        s = _with(tiny_settings, "ingest.max_quarantine_rate=1", "ingest.chunk_bytes=4096", f"ingest.workers={workers}")
+        m = ingest_day(s, DATE)
+        q = (tiny_settings.data_dir / "quarantine" / DATE / "quarantine.parquet").read_bytes()
+        days.append((m, q, {p.name: p.read_bytes() for p in sorted(out.iterdir())}))
+    assert days[0] == days[1] and days[0][0]["totals"]["duplicates"] > 0
