@@ -388,7 +388,8 @@ class ServingConfig(Section):
     reload_poll_s: float = Field(default=10.0, ge=0.0)  # registry alias polling (0: admin call only)
     warm_days: int = Field(default=2, ge=0)  # latest bronze days that warm the online state
     max_candidates: int = Field(default=1000, ge=1)  # per /rank request
-    torch_threads: int = Field(default=1, ge=1)  # intra-op threads for scoring
+    torch_threads: int = Field(default=1, ge=1)  # intra-op threads for scoring (torch or ONNX Runtime)
+    runtime: Literal["onnx", "torch"] = "onnx"  # scoring runtime (eliverec/serving/runtime.py; torch if export fails)
     log_flush_ms: int = Field(default=200, ge=1)  # served impressions and events reach disk within this
     log_retries: int = Field(default=3, ge=1)  # failed log writes in a row before /healthz and /events say 503
     log_max_pending: int = Field(default=1_000_000, ge=1)  # unwritten log rows held; beyond: /events 503

@@ -26,8 +26,10 @@ error answers 500 with an ``error_id`` whose text is in the service log.
 Scoring (features, forward pass, ranking) runs off the event loop, in one scoring thread per
 process (``Service.scorer``): the loop keeps reading and answering requests (JSON in and out,
 ``/healthz``, ``/events``) while a request is scored, and one thread with one torch thread
-(``serving.torch_threads``) does not fight itself over 2 cores. The forward pass runs under
-``torch.inference_mode`` with the candidate-independent user state computed once per request.
+(``serving.torch_threads``) does not fight itself over 2 cores. A request's features come from the
+state's rows (:mod:`eliverec.serving.features`); the forward pass computes the candidate-independent
+user state once per request and runs on ``serving.runtime`` (ONNX Runtime by default, torch under
+``torch.inference_mode`` otherwise; :mod:`eliverec.serving.runtime`).
 Model reloads and log writes run in background threads.
 """
 
@@ -164,12 +166,7 @@ class Service:
     def score(self, model: LoadedModel, req: RankRequest, ts: int) -> dict[str, np.ndarray]:
         batch = self.state.features(model.spec, user_id=req.user_id, ts=ts, scene=req.context.scene,
                                     candidates=req.candidates, position=int(model.network.cfg.serve_position))
-        net = model.network
-        if net.training:  # once per loaded model: score() then skips switching modes per request
-            net.eval()
-        with torch.inference_mode():
-            out = net.score(batch, share_user=True)  # one request: one user and history for every row
-        return {k: v.float().numpy() for k, v in out.items()}
+        return model.score(batch)  # one request: one user and history for every row
 
     def rank(self, req: RankRequest) -> RankResponse:
         t0 = time.perf_counter()

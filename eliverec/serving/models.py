@@ -7,9 +7,11 @@ assignment: a request in flight keeps the model it started with, so a reload dro
 registry cannot be reached, or a version fails to load (wrong flavour, missing artifact, bad
 weights), the service keeps the models it has and reports the error on ``/healthz``.
 
-A version is loaded through ``mlflow.pyfunc`` and unwrapped: the service calls the torch network's
-``score`` directly (no pandas on the request path) and reads the feature spec saved with it, so each
-variant builds its features exactly as its own training data was built.
+A version is loaded through ``mlflow.pyfunc`` and unwrapped: the service scores with the torch
+network's serving forward (no pandas on the request path), exported to ONNX Runtime when
+``serving.runtime`` is ``onnx`` (:mod:`eliverec.serving.runtime`, checked against torch at load), and
+reads the feature spec saved with it, so each variant builds its features exactly as its own
+training data was built.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from eliverec.config import Settings
 from eliverec.features.hashing import FeatureSpec
+from eliverec.serving.runtime import Scorer, TorchScorer, build_scorer
 
 log = logging.getLogger(__name__)
 ALIASES: tuple[str, str] = ("champion", "challenger")
@@ -42,6 +46,11 @@ class LoadedModel:
     model_name: str
     loaded_at: float
     settings: dict[str, Any] = field(default_factory=dict)  # the settings it was built with
+    scorer: Scorer | None = None  # the network on serving.runtime (eliverec/serving/runtime.py); None: torch
+
+    def score(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Task scores of one request's batch (one user, one row per candidate)."""
+        return (self.scorer or TorchScorer(self.network))(batch)
 
 
 @dataclass
@@ -65,8 +74,11 @@ def load_version(settings: Settings, alias: str, version: str) -> LoadedModel:
     network = loaded.network
     if not hasattr(network, "score"):
         raise RuntimeError(f"{uri} is not an eLiveRec ranker (a pyfunc RankerModel around a ranking network)")
-    return LoadedModel(alias, str(version), uri, network, _spec(loaded.spec, settings),
-                       str(getattr(network, "name", "")), time.time(), loaded.settings)
+    spec = _spec(loaded.spec, settings)
+    scorer = build_scorer(network, spec.vocab, spec.seq_len, settings.serving.runtime, settings.serving.torch_threads,
+                          name=f"{uri} ({getattr(network, 'name', '')})")
+    return LoadedModel(alias, str(version), uri, network, spec, str(getattr(network, "name", "")), time.time(),
+                       loaded.settings, scorer)
 
 
 def _spec(data: dict[str, Any], settings: Settings) -> FeatureSpec:
