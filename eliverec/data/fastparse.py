@@ -191,7 +191,10 @@ def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspe
     good = np.flatnonzero(~suspect)
     if not len(good):
         return good, [], np.zeros(0, np.int64)
-    buf = pa.py_buffer(_joined(view, starts[good], ends[good]))
+    if good[-1] - good[0] == len(good) - 1:  # consecutive lines (a clean chunk): the chunk's bytes, no copy
+        buf = pa.py_buffer(view[starts[good[0]] : ends[good[-1]]])
+    else:
+        buf = pa.py_buffer(_joined(view, starts[good], ends[good]))
     try:
         table = _read(buf, threads=len(good) > _WINDOW)
     except _READ_ERRORS:
@@ -199,7 +202,7 @@ def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspe
         if len(hit):
             suspect[np.searchsorted(starts, hit, side="right") - 1] = True
             good = np.flatnonzero(~suspect)
-            buf = pa.py_buffer(_joined(view, starts[good], ends[good]))
+        buf = pa.py_buffer(_joined(view, starts[good], ends[good]))  # every line with its newline: windows
         tables, failed = _read_lines(buf, np.r_[0, np.cumsum(ends[good] - starts[good] + 1)])
         return good, tables, failed
     return good, ([table] if table.num_rows == len(good) else None), np.zeros(0, np.int64)

@@ -28,8 +28,8 @@ Scale: chunks of ``ingest.chunk_bytes`` are parsed by ``ingest.workers`` threads
 parser's work is in pyarrow and numpy; the line-by-line parser uses processes) and spilled to
 Arrow IPC files partitioned by a hash of ``event_id``; deduplication then runs one partition at a
 time, and the final sort one time range at a time (``ingest.workers`` of each at once), so memory
-follows the chunk size times the workers, not the day's size. Output bytes do not depend on the chunk size or the number of workers: re-ingesting a day
-gives byte-identical files. Nothing is published unless the whole day succeeded (staging folder,
+follows the chunk size times the workers, not the day's size. Output bytes do not depend on the
+chunk size or the number of workers: re-ingesting a day gives byte-identical files. Nothing is published unless the whole day succeeded (staging folder,
 then rename); a quarantine rate above ``ingest.max_quarantine_rate`` publishes the quarantine (to
 inspect) but keeps the previous bronze, and raises :class:`IngestFailed`.
 """
