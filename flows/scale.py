@@ -7,9 +7,12 @@ worker process; ``flows.cluster`` picks the cluster: ``local`` starts a ``LocalC
 
 - ingest: one task per day (:func:`~eliverec.data.ingest.ingest_day`; a day's chunks still use
   ``ingest.workers`` processes on that worker);
-- features: one task per user shard (:func:`~eliverec.features.shards.build_shard`), then one per
-  window day that merges the shards (:func:`~eliverec.features.shards.merge_day`): byte-identical
-  samples and tensors to the single-process build, memory per worker bounded by the shard;
+- features: one task per channel shard that looks up every impression's channel stats
+  (:func:`~eliverec.features.shards.build_stats_shard`), then one per user shard
+  (:func:`~eliverec.features.shards.build_shard`), then one per window day that merges the shards
+  (:func:`~eliverec.features.shards.merge_day`): byte-identical samples and tensors to the
+  single-process build; every task reads only its shard's rows, so memory per worker follows the
+  shard size (``features.shards``), not the day;
 - monitoring: one task per day (:func:`~eliverec.monitoring.monitor.monitor_day`, reports and
   gates; the Evidently workspace is written by ``flows.monitor``, a single writer).
 
@@ -63,6 +66,13 @@ def ingest_task(target: Target, date: str) -> dict[str, Any]:
     return ingest_day(target.settings(), date)["totals"]
 
 
+@task(name="features-stats-shard")
+def stats_task(target: Target, end_date: str, train_days: int | None, j: int, n: int, root: str) -> dict[str, Any]:
+    from eliverec.features.shards import build_stats_shard
+
+    return build_stats_shard(target.settings(), end_date, train_days, j, n, Path(root))
+
+
 @task(name="features-shard")
 def shard_task(target: Target, end_date: str, train_days: int | None, k: int, n: int, root: str) -> dict[str, Any]:
     from eliverec.features.shards import build_shard
@@ -106,6 +116,8 @@ def data_sharded(target: Target, end_date: str, train_days: int | None = None, i
         n = shard_count(s, window)
         root = shard_root(s, f"{os.getpid()}-{int(time.time())}")
         try:
+            stats = [f.result() for f in [stats_task.submit(target, end_date, train_days, j, n, str(root))
+                                          for j in range(n)]]
             shards = [f.result() for f in [shard_task.submit(target, end_date, train_days, k, n, str(root))
                                            for k in range(n)]]
             merges = {d: merge_task.submit(target, d, "test" if d == window[-1] else "train", window, n, str(root))
@@ -113,7 +125,8 @@ def data_sharded(target: Target, end_date: str, train_days: int | None = None, i
             days = {d: f.result() for d, f in merges.items()}
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        out["features"] = finish_sharded(s, train, test, history, days, shards, time.perf_counter() - started, False)
+        out["features"] = finish_sharded(s, train, test, history, days, shards, time.perf_counter() - started, False,
+                                         stats)
     if monitor:
         futures = {d: monitor_task.submit(target, d) for d in monitor}
         out["monitor"] = {d: f.result() for d, f in futures.items()}

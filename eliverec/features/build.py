@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eliverec.data.atomic import publish_dir, stage_lock, write_bytes_atomic
-from eliverec.data.partition import string_partition
 from eliverec.errors import DataError
 from eliverec.features import batch
-from eliverec.features.bronze import read_dimension, read_event, require_window
+from eliverec.features.bronze import ROW, RowFilter, of_partition, read_dimension, read_event, require_window
 from eliverec.features.hashing import UNKNOWN, FeatureSpec
 from eliverec.features.pointintime import EventLog, visit_labels
 from eliverec.features.samples import (
@@ -78,56 +78,80 @@ def window_days(end_date: str, train_days: int) -> tuple[list[dt.date], dt.date]
 
 #: ``(k, n)``: shard ``k`` of ``n`` by user hash (:func:`~eliverec.data.partition.string_partition`).
 Shard = tuple[int, int]
+#: Per impression: ``(dynamic (n, 4) f32, dynamic_cats (n, K) i32, has_stats (n,) bool)`` (see
+#: :func:`~eliverec.features.pointintime.latest_stats`), computed before the user shards run.
+Stats = tuple[np.ndarray, np.ndarray, np.ndarray]
+STATS_COLUMNS = ["channel_id", "ts", "viewers", "revenue_window", "products_on_sale"]
+IMPRESSION_ORDER = [("ts", "ascending"), ("request_id", "ascending"), ("position", "ascending"),
+                    ("channel_id", "ascending")]
 
 
-def _of_shard(table: pa.Table, shard: Shard | None) -> pa.Table:
-    """The rows of users in ``shard`` (all rows when ``shard`` is None)."""
-    if shard is None or shard[1] == 1:
-        return table
-    return table.filter(pa.array(string_partition(table["user_id"], shard[1]) == shard[0]))
+def _product_filter(ids: pa.Array) -> RowFilter:
+    """Rows of the products snapshot whose id is among ``ids``."""
+    wanted = pc.unique(ids)
+    return lambda batch: pc.is_in(batch.column("product_id"), value_set=wanted).to_numpy(zero_copy_only=False)
+
+
+def day_stats_log(spec: FeatureSpec, st: pa.Table, products: pa.Table) -> EventLog:
+    """The channel stats of ``st`` (:data:`STATS_COLUMNS`) as a hashed log, on-sale products' categories
+    looked up in ``products`` (the day's snapshot, or at least its rows for those products)."""
+    on_sale = st["products_on_sale"].combine_chunks()
+    if isinstance(on_sale, pa.ChunkedArray):
+        on_sale = on_sale.combine_chunks()
+    flat_cat = dim_take(pc.list_flatten(on_sale), products, "product_id", "category_id")
+    offsets = pc.fill_null(on_sale.offsets, 0) if len(on_sale) else pa.array([0], pa.int32())
+    cats = pa.ListArray.from_arrays(offsets, flat_cat.cast(pa.string()))
+    return stats_log(spec, st["channel_id"].combine_chunks(), st["ts"].to_numpy(), st["viewers"].to_numpy(),
+                     st["revenue_window"].to_numpy(), cats)
 
 
 class _Day:
-    """One day's bronze inputs, read lazily; user-keyed events only of ``shard``'s users (stats and
-    dimensions whole: every shard needs every channel)."""
+    """One day's bronze inputs, read lazily.
+
+    With ``shard`` (a user shard, :mod:`eliverec.features.shards`), only what its users need, each
+    table read a batch at a time and filtered by user hash: their clicks, watches, impressions and
+    profile rows, and the products they clicked; no channel stats (they come precomputed per
+    impression). The channels snapshot is read whole (small: one row per channel).
+    """
 
     def __init__(self, data_dir: Path, day: dt.date, shard: Shard | None = None) -> None:
         self.data_dir, self.day, self.shard = data_dir, day, shard
-        self.users = read_dimension(data_dir, day, "users")
+        self.where = of_partition("user_id", *shard) if shard is not None and shard[1] > 1 else None
+        self.users = read_dimension(data_dir, day, "users", self.where)
         self.channels = read_dimension(data_dir, day, "channels")
-        self.products = read_dimension(data_dir, day, "products")
+        self._products = read_dimension(data_dir, day, "products") if shard is None else None
+
+    def products(self, ids: pa.Array) -> pa.Table:
+        """The products snapshot (in a shard: only the rows of ``ids``)."""
+        if self._products is not None:
+            return self._products
+        return read_dimension(self.data_dir, self.day, "products", _product_filter(ids))
 
     def logs(self, spec: FeatureSpec) -> tuple[EventLog, EventLog, EventLog]:
-        """Product clicks, watches and stats of this day, hashed with this day's dimension snapshots."""
-        pc_t = _of_shard(read_event(self.data_dir, self.day, "product_click", ["user_id", "ts", "product_id"]),
-                         self.shard)
+        """Product clicks, watches and stats of this day, hashed with this day's dimension snapshots
+        (in a shard: no stats)."""
+        pc_t = read_event(self.data_dir, self.day, "product_click", ["user_id", "ts", "product_id"], self.where)
         prod = pc_t["product_id"].combine_chunks()
+        dim = self.products(prod)
         products = product_log(spec, pc_t["user_id"].combine_chunks(), pc_t["ts"].to_numpy(), prod,
-                               dim_take(prod, self.products, "product_id", "category_id"),
-                               dim_take(prod, self.products, "product_id", "brand_id"))
-        lv = _of_shard(read_event(self.data_dir, self.day, "leave", ["user_id", "ts", "channel_id", "stay_ms"]),
-                       self.shard)
+                               dim_take(prod, dim, "product_id", "category_id"),
+                               dim_take(prod, dim, "product_id", "brand_id"))
+        lv = read_event(self.data_dir, self.day, "leave", ["user_id", "ts", "channel_id", "stay_ms"], self.where)
         ch = lv["channel_id"].combine_chunks()
         watches = watch_log(spec, lv["user_id"].combine_chunks(), lv["ts"].to_numpy(), ch,
                             dim_take(ch, self.channels, "channel_id", "anchor_id"),
                             dim_take(ch, self.channels, "channel_id", "top_category"), lv["stay_ms"].to_numpy())
-        st = read_event(self.data_dir, self.day, "channel_stats",
-                        ["channel_id", "ts", "viewers", "revenue_window", "products_on_sale"])
-        on_sale = st["products_on_sale"].combine_chunks()
-        if isinstance(on_sale, pa.ChunkedArray):
-            on_sale = on_sale.combine_chunks()
-        flat_cat = dim_take(pc.list_flatten(on_sale), self.products, "product_id", "category_id")
-        offsets = pc.fill_null(on_sale.offsets, 0) if len(on_sale) else pa.array([0], pa.int32())
-        cats = pa.ListArray.from_arrays(offsets, flat_cat.cast(pa.string()))
-        stats = stats_log(spec, st["channel_id"].combine_chunks(), st["ts"].to_numpy(), st["viewers"].to_numpy(),
-                          st["revenue_window"].to_numpy(), cats)
-        return products, watches, stats
+        if self.shard is not None:
+            return products, watches, empty_log("stats", spec)
+        st = read_event(self.data_dir, self.day, "channel_stats", STATS_COLUMNS)
+        return products, watches, day_stats_log(spec, st, self.products(prod))
 
     def impressions(self) -> pa.Table:
-        """The day's impressions, in a deterministic order (ts, request, position, channel)."""
-        t = _of_shard(read_event(self.data_dir, self.day, "impression", IMPRESSION_COLUMNS), self.shard)
-        return t.sort_by([("ts", "ascending"), ("request_id", "ascending"), ("position", "ascending"),
-                          ("channel_id", "ascending")])
+        """The day's impressions, in a deterministic order (ts, request, position, channel); in a shard,
+        its users' only, with their row index in the bronze file (column ``_row``)."""
+        t = read_event(self.data_dir, self.day, "impression", IMPRESSION_COLUMNS, self.where,
+                       row_index=self.shard is not None)
+        return t.sort_by(IMPRESSION_ORDER)
 
 
 def build_features(settings: Any, end_date: str, train_days: int | None = None, validate: bool = False
@@ -180,12 +204,14 @@ def _build(settings: Any, end_date: str, train_days: int | None, validate: bool)
 
 
 def scan_days(settings: Any, train: list[dt.date], test: dt.date, history: list[dt.date],
-              shard: Shard | None = None, out: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+              shard: Shard | None = None, out: Path | None = None,
+              stats: Callable[[dt.date, np.ndarray], Stats] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Stream the days in time order and write every window day's samples; ``(day summaries, look-back days used)``.
 
-    With ``shard``, only that shard's users (their impressions, clicks, watches and visits) are read and
-    the days are written under ``out/<date>`` instead of the data root (:mod:`eliverec.features.shards`
-    merges the shards).
+    With ``shard``, only that shard's users (their impressions, clicks, watches and visits) are read,
+    ``stats(day, rows)`` gives the channel stats of the shard's impressions of a window day (``rows``:
+    their row indices in the bronze file, in sample order), and the days are written under
+    ``out/<date>`` instead of the data root (:mod:`eliverec.features.shards` merges the shards).
     """
     from rich.progress import Progress
 
@@ -214,8 +240,10 @@ def scan_days(settings: Any, train: list[dt.date], test: dt.date, history: list[
                 ctx = Context(spec, *indexes, bronze.users, bronze.channels)
                 labels = _labels_source(data_dir, day, window, visit_cache, shard)
                 final = settings.layout.features(day) if out is None else out / day.isoformat()
-                summary = _write_day(settings, spec, ctx, bronze.impressions(), labels, day,
-                                     "test" if day == test else "train", window, progress, final)
+                imp = bronze.impressions()
+                pre = stats(day, imp[ROW].to_numpy()) if stats is not None else None
+                summary = _write_day(settings, spec, ctx, imp, labels, day, "test" if day == test else "train",
+                                     window, progress, final, pre)
                 days[day.isoformat()] = summary
             cutoff = day_start_ms(day + dt.timedelta(days=1)) - tol
             carry = [indexes[0].compact(cutoff, f.seq_len), indexes[1].compact(cutoff, f.seq_len),
@@ -263,12 +291,16 @@ def _labels_source(data_dir: Path, day: dt.date, window: list[dt.date], cache: d
 
 def _visits_of(data_dir: Path, day: dt.date, shard: Shard | None = None) -> dict[str, pa.Table]:
     """The visit events of one day that carry labels (of ``shard``'s users only, if given)."""
-    return {e: _of_shard(read_event(data_dir, day, e, cols), shard) for e, cols in VISIT_EVENTS.items()}
+    where = of_partition("user_id", *shard) if shard is not None and shard[1] > 1 else None
+    return {e: read_event(data_dir, day, e, cols, where) for e, cols in VISIT_EVENTS.items()}
 
 
 def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, visits: dict[str, pa.Table],
-               day: dt.date, split: str, window: list[dt.date], progress: Any, final: Path) -> dict[str, Any]:
-    """Featurise one day in chunks into a temporary folder, then swap it in as ``final``; return its summary."""
+               day: dt.date, split: str, window: list[dt.date], progress: Any, final: Path,
+               stats: Stats | None = None) -> dict[str, Any]:
+    """Featurise one day in chunks into a temporary folder, then swap it in as ``final``; return its summary.
+
+    ``stats``: the impressions' channel stats, precomputed (else read from ``ctx.stats``)."""
     n = imp.num_rows
     earliest = day_start_ms(day) - int(settings.ingest.ts_tolerance_ms)
     if n and int(pc.min(imp["ts"]).as_py()) < earliest:
@@ -286,7 +318,8 @@ def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, vi
     with pq.ParquetWriter(tmp / SAMPLES, _parquet_schema(), compression="zstd") as writer:
         for a in range(0, n, chunk):
             block = imp.slice(a, chunk)
-            arrays, extras = impression_features(ctx, block)
+            pre = None if stats is None else tuple(x[a : a + chunk] for x in stats)
+            arrays, extras = impression_features(ctx, block, pre)  # type: ignore[arg-type]
             arrays.update(visit_labels(block["user_id"].combine_chunks(), block["request_id"].combine_chunks(),
                                        block["channel_id"].combine_chunks(), visits, spec.min_stay_ms))
             for k, v in arrays.items():

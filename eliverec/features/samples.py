@@ -84,11 +84,15 @@ def dim_take(keys: pa.Array, dim: pa.Table, key: str, column: str) -> pa.Array:
     return dim[column].combine_chunks().take(idx)
 
 
-def impression_features(ctx: Context, imp: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, pa.Array]]:
+def impression_features(ctx: Context, imp: pa.Table,
+                        stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                        ) -> tuple[dict[str, np.ndarray], dict[str, pa.Array]]:
     """Features and readable extras of a block of impressions (no labels).
 
-    ``imp`` has :data:`IMPRESSION_COLUMNS`. Returns the batch-contract arrays (disk dtypes)
-    and readable columns for ``samples.parquet`` (anchor, top category, stats flag).
+    ``imp`` has :data:`IMPRESSION_COLUMNS`. ``stats``: the channel stats of these impressions
+    already looked up (:func:`~eliverec.features.pointintime.latest_stats`; the sharded build
+    computes them per channel shard), else looked up in ``ctx.stats``. Returns the batch-contract
+    arrays (disk dtypes) and readable columns for ``samples.parquet`` (anchor, top category, stats flag).
     """
     spec, v = ctx.spec, ctx.spec.vocab
     user = imp["user_id"].combine_chunks()
@@ -102,7 +106,8 @@ def impression_features(ctx: Context, imp: pa.Table) -> tuple[dict[str, np.ndarr
     top_cat = dim_take(channel, ctx.channels, "channel_id", "top_category")
     product_seq, product_len = gather_sequence(ctx.products, batch.PRODUCT_FIELDS, user, ts, spec.seq_len)
     channel_seq, channel_len = gather_sequence(ctx.watches, batch.CHANNEL_FIELDS, user, ts, spec.seq_len)
-    dynamic, dynamic_cats, has_stats = latest_stats(ctx.stats, channel, ts, spec.dynamic_cats)
+    dynamic, dynamic_cats, has_stats = stats if stats is not None else latest_stats(ctx.stats, channel, ts,
+                                                                                    spec.dynamic_cats)
     arrays = {
         "user": spec.hash(user, "user"),
         "profile": profile.astype(np.int32),

@@ -59,3 +59,69 @@ def test_cluster_setting_accepts_local_or_an_address(cluster):
 def test_cluster_setting_refuses_anything_else(cluster):
     with pytest.raises(ConfigError, match="flows.cluster"):
         load_settings("tiny", overrides=[f"flows.cluster={cluster}"], params=PARAMS)
+
+
+def test_a_shard_task_reads_only_its_rows(world, monkeypatch, tmp_path):
+    """Memory follows the shard: user shards read their users' rows only (a batch at a time) and no
+    channel stats; channel-stats shards read their channels' stats and impressions only."""
+    import inspect
+
+    import eliverec.features.build as build
+    import eliverec.features.shards as shards
+
+    settings, info, _ = world
+    calls: list[tuple[str, str, object]] = []
+    for mod in (build, shards):
+        for name in ("read_event", "read_dimension"):
+            real = getattr(mod, name)
+            sig = inspect.signature(real)
+
+            def spy(*a, _real=real, _name=name, _sig=sig, **k):
+                args = _sig.bind(*a, **k).arguments
+                calls.append((_name, args.get("event", args.get("name")), args.get("where")))
+                return _real(*a, **k)
+
+            monkeypatch.setattr(mod, name, spy)
+    for j in range(2):
+        shards.build_stats_shard(settings, info["test_day"], None, j, 2, tmp_path)
+    stats_calls, calls[:] = list(calls), []
+    out = shards.build_shard(settings, info["test_day"], None, 0, 2, tmp_path)
+    assert out["rows"] > 0 and out["peak_rss_mb"] > 0
+    assert {e for f, e, _ in stats_calls if f == "read_event"} == {"channel_stats", "impression"}
+    assert all(w is not None for _, _, w in stats_calls)  # its channels' rows, their on-sale products only
+    events = {e for f, e, _ in calls if f == "read_event"}
+    assert "channel_stats" not in events and {"product_click", "leave", "impression"} <= events
+    assert all(w is not None for f, e, w in calls if f == "read_event")  # its users' rows only
+    assert {e for f, e, w in calls if f == "read_dimension" and w is None} == {"channels"}  # small: whole
+
+
+def test_shard_stats_refuse_rows_they_do_not_cover(tmp_path):
+    import datetime as dt
+
+    import numpy as np
+
+    from eliverec.features.shards import _stats_file, shard_stats
+
+    day = dt.date(2026, 9, 1)
+    for j, rows in enumerate(([0, 4], [2])):
+        path = _stats_file(tmp_path, j, day, 0)
+        path.parent.mkdir(parents=True)
+        r = np.asarray(rows, np.int64)
+        np.savez(path, row=r, dynamic=np.c_[r, r, r, r].astype(np.float32), cats=np.c_[r, r].astype(np.int32),
+                 has=r > 0)
+    dyn, cats, has = shard_stats(tmp_path, 0, 2)(day, np.array([4, 0, 2]))  # in sample order
+    assert dyn[:, 0].tolist() == [4, 0, 2] and cats[:, 1].tolist() == [4, 0, 2] and has.tolist() == [True, False, True]
+    with pytest.raises(RuntimeError, match="do not cover"):
+        shard_stats(tmp_path, 0, 2)(day, np.array([0, 2, 5]))
+
+
+def test_peak_memory_count_restarts_per_task():
+    import numpy as np
+
+    from eliverec.features.shards import _peak_rss_mb, _reset_peak_rss
+
+    big = np.ones(300 * 2**20 // 8)  # 300 MB touched
+    high = _peak_rss_mb()
+    del big
+    _reset_peak_rss()
+    assert _peak_rss_mb() < high - 200
