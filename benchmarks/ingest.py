@@ -11,9 +11,15 @@ of the parent and of its worker processes) on:
 Each day runs through both parsers in the same run (issue 18): ``line by line`` (orjson per line,
 ``ingest.fast_parse=false``, the path before issue 18) and ``chunk`` (pyarrow's JSON reader per
 chunk, orjson only for the lines it cannot judge); the speed-up column is chunk / line-by-line at
-the same workers and chunk size.
+the same workers and chunk size. ``--baseline REF`` adds the chunk parser of git revision ``REF``
+(a worktree, same venv) as a third row per day ("chunk @REF"), and the chunk row's speed-up over it.
+Rounds alternate the order; the fastest run of each is kept. Every row states the 1-min load
+average when it ran and its CPU seconds (the process and its workers), which the load inflates
+less than wall time. Process start-up is not timed (imports: pyarrow imports pandas at its first
+array, 0.1-0.5 s once per process).
 
-Run: ``.venv/bin/python benchmarks/ingest.py [--quick]``; writes ``benchmarks/results/ingest.{json,md}``.
+Run: ``.venv/bin/python benchmarks/ingest.py [--quick] [--baseline REF]``; writes
+``benchmarks/results/ingest.{json,md}``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
+from _baseline import baseline_tree, drop_tree, revision  # sibling modules: run as `python benchmarks/<name>.py`
+from _machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATE = "2026-09-01"
@@ -98,30 +105,43 @@ def child(data_dir: str, overrides: list[str]) -> None:
 
     s = load_settings("default", overrides=overrides + ["ingest.max_quarantine_rate=0.5"], data_dir=data_dir)
     before_mb = psutil.Process().memory_info().rss / 2**20  # after imports (config pulls in torch)
+    r0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     m = ingest_day(s, DATE)
     dt = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(r0, r1, strict=True))
     # VmHWM: this process's own peak (ru_maxrss would carry the launching process's peak across exec)
     hwm = [x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM")]
     self_mb = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     tot = m["totals"]
     print(json.dumps({"lines": tot["lines_read"], "seconds": round(dt, 2), "lines_per_s": round(tot["lines_read"] / dt),
+                      "cpu_seconds": round(cpu, 2), "content_hash": m["content_hash"],
                       "quarantine_rate": m["quarantine_rate"], "duplicates": tot["duplicates"],
                       "rss_before_mb": round(before_mb), "peak_rss_mb": round(self_mb),
                       "peak_rss_worker_mb": round(kids_mb),
                       "raw_mb": round(sum(f["bytes"] for f in m["files"]) / 2**20)}))  # fmt: skip
 
 
-def run_case(data_dir: Path, overrides: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(data_dir), *overrides]
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+#: Runs a checkout's benchmark child after pyarrow's first array (its pandas import), so that neither
+#: this code's nor a baseline's timing includes it.
+_LAUNCH = ("import os, runpy, sys; import pyarrow as pa; pa.array([0]); sys.argv = sys.argv[1:]; "
+           "sys.path.insert(0, os.path.dirname(sys.argv[0])); runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def run_case(data_dir: Path, overrides: list[str], code: Path = REPO) -> dict:
+    """One ingest in a fresh process, with the code of the checkout at ``code`` (this one or a baseline)."""
+    script = str(code / "benchmarks" / "ingest.py")
+    cmd = [sys.executable, "-c", _LAUNCH, script, "--child", str(data_dir), *overrides]
+    env = os.environ | {"PYTHONPATH": str(code)}
+    load = os.getloadavg()[0]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env)
     if out.returncode:
         tail = (out.stderr.strip().splitlines() or ["?"])[-1]
         print(f"case {overrides} failed: {tail}", file=sys.stderr)
         return {"error": tail}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1]) | {"load": round(load, 1)}
 
 
 def simulated_day(root: Path) -> str | None:
@@ -141,28 +161,38 @@ def simulated_day(root: Path) -> str | None:
 
 
 PARSERS = ("line by line", "chunk")
+#: parser label -> (fast_parse, code); "chunk @REF" is added by --baseline
+VARIANTS: dict[str, tuple[bool, Path]] = {"line by line": (False, REPO), "chunk": (True, REPO)}
 
 
 def run_pair(root: Path, overrides: list[str], day: dict, repeat: int) -> list[dict]:
-    """Both parsers on one day, ``repeat`` rounds alternating which goes first; the fastest run of each
+    """Every parser variant on one day, ``repeat`` rounds alternating the order; the fastest run of each
     (the machine is shared: the minimum is the least disturbed)."""
     best: dict[str, dict] = {}
+    names = list(VARIANTS)
     for i in range(repeat):
-        for parser in (PARSERS if i % 2 == 0 else PARSERS[::-1]):
-            r = run_case(root, overrides + [f"ingest.fast_parse={parser == 'chunk'}"])
+        for parser in (names if i % 2 == 0 else names[::-1]):
+            fast, code = VARIANTS[parser]
+            r = run_case(root, overrides + [f"ingest.fast_parse={fast}"], code)
             print({"parser": parser, **day, **r}, flush=True)
             if "error" in r or parser not in best or r["seconds"] < best[parser].get("seconds", float("inf")):
                 best[parser] = r
-    return [{**day, "parser": parser, "runs": repeat, **best[parser]} for parser in PARSERS]
+    hashes = {r["content_hash"] for r in best.values() if r.get("content_hash")}  # a baseline may not say
+    return [{**day, "parser": parser, "runs": repeat, "same_bronze": len(hashes) == 1, **best[parser]}
+            for parser in names]
 
 
 def _speedups(cases: list[dict]) -> None:
-    """Chunk-parser lines/s over line-by-line lines/s for the same day, workers and chunk size."""
-    base = {(c["day"], c["workers"], c["chunk_mb"]): c for c in cases if c["parser"] == PARSERS[0]}
+    """Chunk-parser lines/s over line-by-line lines/s (and over the baseline's chunk parser) for the
+    same day, workers and chunk size."""
+    key = lambda c: (c["day"], c["workers"], c["chunk_mb"])  # noqa: E731
+    rows = {(key(c), c["parser"]): c for c in cases if "error" not in c}
     for c in cases:
-        b = base.get((c["day"], c["workers"], c["chunk_mb"]))
-        if c["parser"] == PARSERS[1] and b and "error" not in b and "error" not in c:
-            c["speedup"] = f"{c['lines_per_s'] / b['lines_per_s']:.2f}x"
+        if c["parser"] != PARSERS[1] or "error" in c:
+            continue
+        ups = [f"{c['lines_per_s'] / b['lines_per_s']:.2f}x {'vs ' + p if p != PARSERS[0] else ''}".strip()
+               for p in VARIANTS if p != PARSERS[1] and (b := rows.get((key(c), p)))]
+        c["speedup"] = ", ".join(ups)
 
 
 def main() -> None:
@@ -170,6 +200,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller days (200k and 1M lines)")
     ap.add_argument("--repeat", type=int, default=2, help="rounds per day (both parsers each), best kept")
     ap.add_argument("--sizes", type=int, nargs="*", help="synthetic day sizes in lines (default 1M and 5M)")
+    ap.add_argument("--baseline", metavar="REF", help="also the chunk parser of git revision REF (a worktree)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -178,6 +209,9 @@ def main() -> None:
     cases = []
     load0 = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    tree = baseline_tree(a.baseline, tmp) if a.baseline else None
+    if tree:
+        VARIANTS[f"chunk @{revision(a.baseline)}"] = (True, tree)
     try:
         sim_root = tmp / "sim"
         date = simulated_day(sim_root)
@@ -197,8 +231,11 @@ def main() -> None:
                 cases += run_pair(root, over, day, a.repeat if n <= 1_000_000 else 1)
             shutil.rmtree(root)
     finally:
+        if tree:
+            drop_tree(tree)
         shutil.rmtree(tmp, ignore_errors=True)
     machine = {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+               "revision": revision(),
                "note": f"1-min load average at start {load0:.1f}, at the end {os.getloadavg()[0]:.1f}; best of "
                        f"{a.repeat} alternating runs per parser (1 on days above 1M lines)"}  # fmt: skip
     out = REPO / "benchmarks" / "results"
@@ -207,14 +244,16 @@ def main() -> None:
         json.dumps({"machine": machine, "quick": a.quick, "cases": cases}, indent=2) + "\n"
     )
     _speedups(cases)
-    lines = ["# Ingest throughput", "", f"{machine['cores']} cores, {machine['cpu']} ({machine['note']}).", "",
-             "| day | parser | workers | chunk MB | lines | raw MB | s | lines/s | speed-up | RSS MB before / peak "
-             "main / peak worker | quarantine |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = ["# Ingest throughput", "", f"{machine['cores']} cores, {machine['cpu']} ({machine['note']}; code "
+             f"{machine['revision']}).", "",
+             "| day | parser | workers | chunk MB | lines | raw MB | s | lines/s | speed-up | CPU s | load | RSS MB "
+             "before / peak main / peak worker | quarantine | same bronze |",
+             "| --- | --- |" + " ---: |" * 11 + " --- |"]  # fmt: skip
     lines += [f"| {c['day']} | {c['parser']} | {c['workers']} | {c['chunk_mb']} | {c['lines']:,} | {c['raw_mb']} | "
-              f"{c['seconds']} | {c['lines_per_s']:,} | {c.get('speedup', '')} | {c['rss_before_mb']} / "
-              f"{c['peak_rss_mb']} / {c['peak_rss_worker_mb']} | {c['quarantine_rate']:.2%} |" if "error" not in c else
-              f"| {c['day']} | {c['parser']} | {c['workers']} | {c['chunk_mb']} | failed: {c['error']} |||||||"
+              f"{c['seconds']} | {c['lines_per_s']:,} | {c.get('speedup', '')} | {c.get('cpu_seconds', '')} | "
+              f"{c.get('load', '')} | {c['rss_before_mb']} / {c['peak_rss_mb']} / {c['peak_rss_worker_mb']} | "
+              f"{c['quarantine_rate']:.2%} | {c['same_bronze']} |" if "error" not in c else
+              f"| {c['day']} | {c['parser']} | {c['workers']} | {c['chunk_mb']} | failed: {c['error']} |||||||||"
               for c in cases]  # fmt: skip
     (out / "ingest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -86,7 +86,7 @@ def build_stats_shard(settings: Any, end_date: str, train_days: int | None, j: i
                       ) -> dict[str, Any]:
     """Channel shard ``j`` of ``n``: the channel stats of every window-day impression on its channels,
     by the impression's user shard (step 1 of the module docstring)."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     _reset_peak_rss()
     train, test, history = plan_window(settings, end_date, train_days)
     spec = FeatureSpec.from_settings(settings)
@@ -115,7 +115,8 @@ def build_stats_shard(settings: Any, end_date: str, train_days: int | None, j: i
             rows += imp.num_rows
         carry = index.compact(day_start_ms(day + dt.timedelta(days=1)) - tol, 1)
     return {"channel_shard": j, "impressions": rows, "stats_rows": stats_rows,
-            "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": _peak_rss_mb()}
+            "seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 def shard_stats(root: Path, k: int, n: int) -> Callable[[dt.date, np.ndarray], Stats]:
@@ -138,13 +139,14 @@ def shard_stats(root: Path, k: int, n: int) -> Callable[[dt.date, np.ndarray], S
 def build_shard(settings: Any, end_date: str, train_days: int | None, k: int, n: int, root: Path) -> dict[str, Any]:
     """User shard ``k`` of ``n``: every window day's samples of its users under ``root/shard-<k>``
     (after every :func:`build_stats_shard` of the same ``root``)."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     _reset_peak_rss()
     train, test, history = plan_window(settings, end_date, train_days)
     out = root / f"shard-{k:04d}"
     days, used = scan_days(settings, train, test, history, shard=(k, n), out=out, stats=shard_stats(root, k, n))
     return {"shard": k, "rows": sum(d["rows"] for d in days.values()), "used_history": used,
-            "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": _peak_rss_mb()}
+            "seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 class _Stream:
@@ -181,7 +183,7 @@ def day_order(settings: Any, day: dt.date, n: int) -> np.ndarray:
 
 def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n: int, root: Path) -> dict[str, Any]:
     """Write window day ``day`` from the shards' outputs (byte-identical to the single-process build)."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     _reset_peak_rss()
     spec = FeatureSpec.from_settings(settings)
     src = day_order(settings, day, n)
@@ -211,7 +213,8 @@ def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n:
     (tmp / FEATURE_SPEC).write_text(spec.to_json())
     (tmp / DAY_SUMMARY).write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, final)
-    return summary | {"peak_rss_mb": _peak_rss_mb(), "seconds": round(time.perf_counter() - started, 3)}
+    return summary | {"peak_rss_mb": _peak_rss_mb(), "seconds": round(time.perf_counter() - started, 3),
+                      "cpu_seconds": round(time.process_time() - cpu, 3)}
 
 
 def _gather(src: np.ndarray, streams: list[_Stream], shapes: dict[str, tuple[int, ...]]
@@ -261,12 +264,14 @@ def finish_sharded(settings: Any, train: list[dt.date], test: dt.date, history: 
                    stats: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The build record of a sharded build (as the single-process one, plus the shards' sizes, times and
     peak memory: user shards, channel-stats shards, merges)."""
-    merges = {d: {"peak_rss_mb": s.pop("peak_rss_mb"), "seconds": s.pop("seconds")} for d, s in days.items()}
+    merges = {d: {"peak_rss_mb": s.pop("peak_rss_mb"), "seconds": s.pop("seconds"),
+                  "cpu_seconds": s.pop("cpu_seconds", None)} for d, s in days.items()}
     result = finish_build(settings, train, test, history, days, shards[0]["used_history"], elapsed, validate)
     result["shards"] = {"count": len(shards), "rows": [s["rows"] for s in shards],
-                        "seconds": [s["seconds"] for s in shards], "peak_rss_mb": [s["peak_rss_mb"] for s in shards],
-                        "merge": merges, "stats": {k: [s[k] for s in stats or []]
-                                                   for k in ("impressions", "stats_rows", "seconds", "peak_rss_mb")}}
+                        "seconds": [s["seconds"] for s in shards], "cpu_seconds": [s["cpu_seconds"] for s in shards],
+                        "peak_rss_mb": [s["peak_rss_mb"] for s in shards], "merge": merges,
+                        "stats": {k: [s[k] for s in stats or []]
+                                  for k in ("impressions", "stats_rows", "seconds", "cpu_seconds", "peak_rss_mb")}}
     return result
 
 
