@@ -33,8 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
+import orjson
 from _machine import cpu_model  # sibling module: the scripts run as `python benchmarks/<name>.py`
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,7 @@ USERS = 2000
 CHANNELS = 1500
 TOKEN = "benchmark-admin-token"
 PRODUCER = "bench-producer-token"  # POST /events (distinct from the admin token)
+JSON = {"Content-Type": "application/json"}
 
 
 def machine() -> dict:
@@ -94,8 +97,8 @@ def start_service(tmp: Path, uri: str, port: int, code: Path = ROOT) -> subproce
     raise RuntimeError(f"service of {code} did not become healthy: {log.read_text()[-3000:]}")
 
 
-def warm_state(url: str, ts: int, rng: np.random.Generator) -> int:
-    """Full histories for every user and stats for every channel, through POST /events."""
+def warm_events(ts: int, rng: np.random.Generator) -> list[dict]:
+    """Full histories for every user (50 product clicks, 50 watches) and stats for every channel."""
     events: list[dict] = []
     n = 0
     for u in range(USERS):
@@ -110,6 +113,12 @@ def warm_state(url: str, ts: int, rng: np.random.Generator) -> int:
         events.append({"event": "channel_stats", "event_id": f"s{c}", "ts": ts - 60_000, "channel_id": f"c{c}",
                        "viewers": int(rng.integers(10, 5000)), "revenue_window": float(rng.uniform(0, 500)),
                        "products_on_sale": [f"p{int(x)}" for x in rng.integers(0, 40000, 5)]})
+    return events
+
+
+def warm_state(url: str, ts: int, rng: np.random.Generator) -> int:
+    """:func:`warm_events` through POST /events."""
+    events = warm_events(ts, rng)
     with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {PRODUCER}"}) as c:
         for lo in range(0, len(events), 50_000):
             r = c.post("/events", json={"events": events[lo : lo + 50_000]})
@@ -117,38 +126,59 @@ def warm_state(url: str, ts: int, rng: np.random.Generator) -> int:
     return len(events)
 
 
-async def run_rate(url: str, rate: float, seconds: float, ts: int, seed: int) -> dict:
-    """Open loop: one request every 1/rate s for ``seconds``; client-side latency of each."""
+def server_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of a service process so far: (event-loop thread, all threads) from /proc (Linux)."""
+    loop = total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        total += seconds
+        loop += seconds if int(task.name) == pid else 0.0
+    return loop, total
+
+
+def request_bodies(n: int, ts: int, seed: int) -> list[bytes]:
+    """``n`` /rank bodies (random user, 100 distinct random candidates, top 8), serialised before the clock starts."""
     rng = np.random.default_rng(seed)
+    return [orjson.dumps({"user_id": f"u{int(rng.integers(USERS))}", "request_id": f"b{seed}-{i}",
+                          "candidates": [f"c{int(x)}" for x in rng.choice(CHANNELS, CANDIDATES, replace=False)],
+                          "context": {"scene": "homepage", "ts": ts}, "limit": 8}) for i in range(n)]
+
+
+async def run_rate(url: str, rate: float, seconds: float, ts: int, seed: int) -> dict:
+    """Open loop: one request every 1/rate s for ``seconds``; client-side latency of each.
+
+    The client is aiohttp with bodies serialised in advance: it shares the machine with the service,
+    and httpx's connection pool spent more CPU per request than the service once requests queued.
+    """
     n = max(int(rate * seconds), 1)
+    bodies = request_bodies(n, ts, seed)
     lat: list[float] = []
     errors = 0
 
-    async def one(client: httpx.AsyncClient, i: int) -> None:
+    async def one(session: aiohttp.ClientSession, body: bytes) -> None:
         nonlocal errors
-        body = {"user_id": f"u{int(rng.integers(USERS))}", "request_id": f"b{seed}-{i}",
-                "candidates": [f"c{int(x)}" for x in rng.choice(CHANNELS, CANDIDATES, replace=False)],
-                "context": {"scene": "homepage", "ts": ts}, "limit": 8}
         t0 = time.perf_counter()
         try:
-            r = await client.post("/rank", json=body)
-            ok = r.status_code == 200
-        except httpx.HTTPError:
+            async with session.post(f"{url}/rank", data=body, headers=JSON) as r:
+                await r.read()
+                ok = r.status == 200
+        except (TimeoutError, aiohttp.ClientError):
             ok = False
         if ok:
             lat.append((time.perf_counter() - t0) * 1000)
         else:
             errors += 1
 
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    conn = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as session:
         start = time.perf_counter()
         tasks = []
-        for i in range(n):
+        for i, body in enumerate(bodies):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(client, i)))
+            tasks.append(asyncio.create_task(one(session, body)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     q = np.percentile(lat, [50, 95, 99]).tolist() if lat else [float("nan")] * 3
@@ -184,14 +214,86 @@ def sustained(results: list[dict], code: str) -> int | None:
                default=None)
 
 
+def measure(urls: dict[str, str], procs: dict[str, subprocess.Popen], rates: list[int], seconds: float,
+            ts: int) -> list[dict]:
+    """Every code at every rate (alternating which goes first) until its p99 reaches 50 ms or it errs."""
+    results: list[dict] = []
+    live = list(urls)
+    for i, rate in enumerate(rates):
+        for code in (live if i % 2 == 0 else live[::-1]):
+            cpu0 = server_cpu(procs[code].pid)
+            r = {"code": code, **asyncio.run(run_rate(urls[code], rate, seconds, ts, seed=i))}
+            cpu = [(b - a) * 1000 / r["requests"] for a, b in zip(cpu0, server_cpu(procs[code].pid), strict=True)]
+            r |= {"server_cpu_ms": round(cpu[1], 2), "loop_cpu_ms": round(cpu[0], 2),
+                  "load_avg_1min": round(os.getloadavg()[0], 2)}
+            results.append(r)
+            print(json.dumps(r), flush=True)
+        live = [c for c in live if not any(r["code"] == c and r["offered_rps"] == rate
+                                           and (r["p99_ms"] >= 50 or r["errors"]) for r in results)]
+        if not live:
+            break
+    return results
+
+
+def stage_profile(tmp: Path, uri: str, ts: int, n: int, rounds: int) -> list[dict]:
+    """Where one request's scoring time goes, before and after, measured in this process on the same state.
+
+    The service of this checkout is built in-process (same model, same warm state) and each stage runs
+    on the same ``n`` requests, alternating, ``rounds`` times; the table gives the median per request of
+    the thread's CPU time (robust to waiting for a core on a shared machine) and of the wall time.
+    """
+    from eliverec.config import load_settings
+    from eliverec.serving.app import build_service
+    from eliverec.serving.runtime import TorchScorer
+    from eliverec.serving.schemas import RankRequest
+
+    os.environ.update({"ELIVEREC_ADMIN_TOKEN": TOKEN, "ELIVEREC_PRODUCER_TOKEN": PRODUCER})
+    s = load_settings("default", overrides=[f"tracking.uri={uri}", "serving.reload_poll_s=0",
+                                            "serving.event_max_age_s=0"], data_dir=tmp / "data-profile")
+    svc = build_service(s)
+    svc.start()
+    try:
+        svc.state.apply(warm_events(ts, np.random.default_rng(0)))
+        model = svc.models.models["champion"]
+        bodies = request_bodies(n, ts, seed=123)
+        reqs = [RankRequest.model_validate_json(b) for b in bodies]
+        asks = [{"user_id": r.user_id, "ts": ts, "scene": r.context.scene, "candidates": r.candidates,
+                 "position": int(model.network.cfg.serve_position)} for r in reqs]
+        batches = [svc.state.features(model.spec, **a) for a in asks]
+        eager = TorchScorer(model.network)
+        stages = {  # name: (path, work over the n requests)
+            "parse and validate the request (pydantic)": ("both", lambda: [RankRequest.model_validate_json(b)
+                                                                          for b in bodies]),
+            "features: offline builder's code (request_features)": ("before", lambda: [
+                svc.state.reference_features(model.spec, **a) for a in asks]),
+            "features: from the state's rows (request_batch)": ("after", lambda: [
+                svc.state.features(model.spec, **a) for a in asks]),
+            "forward: torch eager, inference_mode": ("before", lambda: [eager(b) for b in batches]),
+            f"forward: {model.scorer.runtime} runtime": ("after", lambda: [model.score(b) for b in batches]),
+            "whole rank() after (features, forward, order, log, JSON)": ("after", lambda: [svc.rank_json(r)
+                                                                                         for r in reqs]),
+        }
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in stages}
+        for i in range(rounds):
+            for name, (_, work) in (stages.items() if i % 2 == 0 else list(stages.items())[::-1]):
+                c0, w0 = time.thread_time(), time.perf_counter()
+                work()
+                times[name].append(((time.thread_time() - c0) * 1000 / n, (time.perf_counter() - w0) * 1000 / n))
+    finally:
+        svc.stop()
+    return [{"stage": k, "path": stages[k][0], "cpu_ms": round(float(np.median([t[0] for t in v])), 3),
+             "wall_ms": round(float(np.median([t[1] for t in v])), 3)} for k, v in times.items()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs and fewer rates")
     ap.add_argument("--baseline", metavar="REF", help="also measure the service of this git revision")
     args = ap.parse_args()
     seconds = 5.0 if args.quick else 15.0
-    rates = [50, 100, 150, 200] if args.quick else [50, 100, 150, 200, 250, 300, 400]
+    rates = [50, 100, 200, 300] if args.quick else [50, 100, 150, 200, 300, 400, 500, 600]
     facts = machine()
+    ts = 1_788_566_400_000  # 2026-09-09 12:00 UTC
     with tempfile.TemporaryDirectory(prefix="eliverec-bench-serving-") as d:
         tmp = Path(d)
         uri, model = register_champion(tmp)
@@ -205,22 +307,10 @@ def main() -> None:
         procs = {c: start_service(tmp, uris[c], port0 + i, path) for i, (c, path) in enumerate(codes.items())}
         urls = {c: f"http://127.0.0.1:{port0 + i}" for i, c in enumerate(codes)}
         try:
-            ts = 1_788_566_400_000  # 2026-09-09 12:00 UTC
             warm = {c: warm_state(u, ts, np.random.default_rng(0)) for c, u in urls.items()}
             for u in urls.values():
                 asyncio.run(run_rate(u, 50, 2.0, ts, seed=99))  # warm-up (allocator, caches)
-            results: list[dict] = []
-            live = list(codes)
-            for i, rate in enumerate(rates):
-                for code in (live if i % 2 == 0 else live[::-1]):
-                    r = {"code": code, **asyncio.run(run_rate(urls[code], rate, seconds, ts, seed=i)),
-                         "load_avg_1min": round(os.getloadavg()[0], 2)}
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
-                live = [c for c in live if not any(r["code"] == c and r["offered_rps"] == rate
-                                                   and (r["p99_ms"] >= 50 or r["errors"]) for r in results)]
-                if not live:
-                    break
+            results = measure(urls, procs, rates, seconds, ts)
             server_stats = {c: httpx.get(f"{u}/admin/stats", headers={"Authorization": f"Bearer {TOKEN}"}).json()
                             ["variants"]["champion"] for c, u in urls.items()}
         finally:
@@ -229,46 +319,62 @@ def main() -> None:
                 proc.wait(timeout=30)
             if args.baseline:
                 drop_tree(codes[next(iter(codes))])
-    write_results(args, facts, model, results, server_stats, warm["after"], seconds, list(codes))
+        stages = stage_profile(tmp, uri, ts, n=100 if args.quick else 300, rounds=3 if args.quick else 5)
+    write_results(args, facts, model, results, server_stats, warm["after"], seconds, list(codes), stages)
 
 
 def write_results(args: argparse.Namespace, facts: dict, model: dict, results: list[dict], server_stats: dict,
-                  warm: int, seconds: float, codes: list[str]) -> None:
-    """serving.json and serving.md: every rate per code path, targets, sustained rates, replicas per rate."""
+                  warm: int, seconds: float, codes: list[str], stages: list[dict]) -> None:
+    """serving.json and serving.md: every rate per code path, targets, sustained rates, replicas, stage profile."""
     after = [r for r in results if r["code"] == "after"]
     at100 = next((r for r in after if r["offered_rps"] == 100), None)
     at200 = next((r for r in after if r["offered_rps"] == 200), None)
     best = {c: sustained(results, c) for c in codes}
     out = {"benchmark": "serving", "quick": args.quick, "machine": facts, "model": model,
            "candidates_per_request": CANDIDATES, "users": USERS, "seconds_per_rate": seconds, "warm_events": warm,
-           "service": "1 uvicorn worker, torch threads 1, same 2-core machine as the client", "codes": codes,
+           "service": "1 uvicorn worker, scoring threads 1, runtime threads 1, same 2-core machine as the client",
+           "client": "aiohttp open loop, bodies serialised in advance", "codes": codes,
            "results": results, "target_p99_under_20ms_at_100rps": bool(at100 and at100["p99_ms"] < 20
                                                                         and not at100["errors"]),
            "target_p99_under_10ms_at_200rps": bool(at200 and at200["p99_ms"] < 10 and not at200["errors"]),
-           "sustained_rps_p99_under_20ms": best, "server_side_stats": server_stats,
+           "sustained_rps_p99_under_20ms": best, "server_side_stats": server_stats, "stage_profile": stages,
+           "load_avg_at_end": list(os.getloadavg()),
            "note": "machine shared with other jobs during the run (see load_avg_at_start and each row's load)"}
     OUT.mkdir(parents=True, exist_ok=True)
     name = "serving_quick" if args.quick else "serving"
     (OUT / f"{name}.json").write_text(json.dumps(out, indent=2))
-    lines = [f"# Serving benchmark ({'quick' if args.quick else 'full'})", "",
-             f"{facts['cores']} cores, {facts['cpu']}; load average at start {facts['load_avg_at_start']}. "
-             f"Model: {model['model']} dim {model['dim']}, {model['parameters']} parameters, {model['weights']}. "
-             f"{CANDIDATES} candidates per request, open-loop client in a separate process over loopback, "
-             "one uvicorn worker.", "",
-             "| code | offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | errors | load (1 min) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    (OUT / f"{name}.md").write_text("\n".join(markdown(out, best)) + "\n")
+    print("\n".join(markdown(out, best)))
+
+
+def markdown(out: dict, best: dict) -> list[str]:
+    """The tables of serving.md."""
+    facts, model = out["machine"], out["model"]
+    lines = [f"# Serving benchmark ({'quick' if out['quick'] else 'full'})", "",
+             f"{facts['cores']} cores, {facts['cpu']}; load average at start {facts['load_avg_at_start']}, at end "
+             f"{[round(x, 2) for x in out['load_avg_at_end']]}. Model: {model['model']} dim {model['dim']}, "
+             f"{model['parameters']} parameters, {model['weights']}. {CANDIDATES} candidates per request, "
+             f"{out['client']} in a separate process over loopback, one uvicorn worker. Server CPU: CPU time of the "
+             "service process per request (all threads; loop: the event-loop thread: HTTP, validation).", "",
+             "| code | offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/req "
+             "| loop CPU ms/req | load (1 min) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['code']} | {r['offered_rps']} | {r['achieved_rps']} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r['p99_ms']} | {r['errors']} | {r['load_avg_1min']} |" for r in results]
+              f"{r['p99_ms']} | {r['errors']} | {r['server_cpu_ms']} | {r['loop_cpu_ms']} | {r['load_avg_1min']} |"
+              for r in out["results"]]
     lines += ["", f"p99 < 20 ms at 100 req/s with no errors: **{out['target_p99_under_20ms_at_100rps']}**; "
               f"p99 < 10 ms at 200 req/s with no errors: **{out['target_p99_under_10ms_at_200rps']}**.", "",
-              "Sustained maximum rate per worker (p99 < 20 ms, no errors) and the workers (one core each) or "
-              "replicas a rate needs at that maximum:", "",
+              "Sustained maximum rate per worker (p99 < 20 ms, no errors; the highest offered rate measured) and "
+              "the workers (one core each) or replicas a rate needs at that maximum:", "",
               "| code | sustained req/s per worker | 500 req/s | 1,000 req/s | 5,000 req/s |",
               "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c} | {b} | " + " | ".join(str(-(-rate // b)) if b else "n/a" for rate in (500, 1000, 5000)) + " |"
               for c, b in best.items()]
-    (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += ["", "Where a request's scoring time goes (in-process, same model and state, median per request of "
+              "the scoring thread's CPU time and wall time; before and after stages alternate):", "",
+              "| stage | path | CPU ms | wall ms |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['stage']} | {r['path']} | {r['cpu_ms']} | {r['wall_ms']} |" for r in out["stage_profile"]]
+    return lines
 
 
 if __name__ == "__main__":

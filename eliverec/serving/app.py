@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,10 +62,12 @@ from eliverec.serving import admin_token, producer_token
 from eliverec.serving.buckets import Allocation, allocation_path, load_allocation, save_allocation, with_share
 from eliverec.serving.eventlog import LogUnavailable, ServingLog
 from eliverec.serving.models import LoadedModel, ModelManager
-from eliverec.serving.schemas import EventsRequest, RankedChannel, RankRequest, RankResponse
+from eliverec.serving.schemas import EventsRequest, RankRequest, RankResponse
 from eliverec.serving.state import OnlineState
 
 log = logging.getLogger(__name__)
+RANKED = ("watch", "stay_time", "goods_bag", "product_click")  # task scores per ranked channel
+ITEM_KEYS = ("channel_id", "position", *RANKED)  # the fields of schemas.RankedChannel, in order
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -124,9 +127,11 @@ class Service:
     allocation_mtime: float = 0.0
     counter: itertools.count = field(default_factory=itertools.count)
     _stop: threading.Event = field(default_factory=threading.Event)
-    scorer: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="eliverec-score")
-    )  # /rank's work, off the event loop; one thread: requests are scored one at a time, in order
+    scorer: ThreadPoolExecutor | None = None  # /rank's work, off the event loop (serving.scoring_threads threads)
+
+    def __post_init__(self) -> None:
+        if self.scorer is None:
+            self.scorer = ThreadPoolExecutor(self.settings.serving.scoring_threads, thread_name_prefix="eliverec-score")
 
     # ------------------------------------------------------------------ allocation
     def default_allocation(self) -> Allocation:
@@ -168,7 +173,8 @@ class Service:
                                     candidates=req.candidates, position=int(model.network.cfg.serve_position))
         return model.score(batch)  # one request: one user and history for every row
 
-    def rank(self, req: RankRequest) -> RankResponse:
+    def rank(self, req: RankRequest) -> dict[str, Any]:
+        """The ranked candidates with their task scores (the fields of :class:`RankResponse`), logged as impressions."""
         t0 = time.perf_counter()
         if len(req.candidates) > self.settings.serving.max_candidates:
             raise HTTPException(422, f"candidates: at most {self.settings.serving.max_candidates} per request "
@@ -196,21 +202,24 @@ class Service:
         if fallback:
             self.metrics.fallbacks.labels(fallback).inc()
         order = np.argsort(-scores["watch"], kind="stable")[: req.limit or len(req.candidates)]
-        cols = {k: scores[k][order].tolist() for k in ("watch", "stay_time", "goods_bag", "product_click")}
+        cols = [scores[k][order].tolist() for k in RANKED]
         chans = [req.candidates[i] for i in order.tolist()]
-        items = [RankedChannel(channel_id=c, position=p, watch=w, stay_time=s, goods_bag=g, product_click=q)
-                 for p, (c, w, s, g, q) in enumerate(zip(chans, cols["watch"], cols["stay_time"], cols["goods_bag"],
-                                                         cols["product_click"], strict=True))]
+        items = [dict(zip(ITEM_KEYS, (c, p, *s), strict=True))
+                 for p, (c, *s) in enumerate(zip(chans, *cols, strict=True))]
         prefix = f"srv-{self.log.instance}-{next(self.counter)}"
         self.log_impressions({"event": "impression", "event_id": f"{prefix}-{p}", "ts": ts, "user_id": req.user_id,
                         "request_id": req.request_id, "channel_id": c, "position": p, "scene": req.context.scene,
                         "variant": variant, "model_version": model.version, "score": round(w, 6), "propensity": 1.0}
-                       for p, (c, w) in enumerate(zip(chans, cols["watch"], strict=True)))
+                       for p, (c, w) in enumerate(zip(chans, cols[0], strict=True)))
         seconds = time.perf_counter() - t0
         self.metrics.observe(variant, seconds, error=False)
-        return RankResponse(request_id=req.request_id, user_id=req.user_id, variant=variant,
-                            model_version=model.version, model_name=model.model_name, items=items,
-                            latency_ms=round(seconds * 1000.0, 3))
+        return {"request_id": req.request_id, "user_id": req.user_id, "variant": variant,
+                "model_version": model.version, "model_name": model.model_name, "items": items,
+                "latency_ms": round(seconds * 1000.0, 3)}
+
+    def rank_json(self, req: RankRequest) -> bytes:
+        """:meth:`rank`'s answer as JSON (a :class:`RankResponse`), serialised in the scoring thread."""
+        return orjson.dumps(self.rank(req))
 
     def log_impressions(self, rows: Any) -> None:
         """Queue served impressions; a full log queue drops them (counted) rather than failing the ranking."""
@@ -404,9 +413,10 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     def require_admin(request: Request) -> None:
         bearer(request, svc.token, "admin endpoint")
 
-    @app.post("/rank", response_model=RankResponse)
-    async def rank(req: RankRequest) -> RankResponse:
-        return await asyncio.get_running_loop().run_in_executor(svc.scorer, svc.rank, req)
+    @app.post("/rank", response_model=RankResponse)  # the schema of the answer; rank_json writes it (orjson)
+    async def rank(req: RankRequest) -> Response:
+        body = await asyncio.get_running_loop().run_in_executor(svc.scorer, svc.rank_json, req)
+        return Response(body, media_type="application/json")
 
     @app.post("/events", dependencies=[Depends(require_producer)])
     async def events(req: EventsRequest) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 
 from eliverec import registry
 from eliverec.data.ingest import ingest_day
+from eliverec.serving.schemas import RankResponse
 from tests.serving.helpers import Running, TinyWorld, register_untrained, running_service
 
 TOKEN = "test-admin-token-123"
@@ -47,6 +48,7 @@ def test_rank_returns_ranked_channels_with_predictions(live, world: TinyWorld) -
     r = _rank(run, world, limit=5)
     assert r.status_code == 200, r.text
     body = r.json()
+    assert RankResponse.model_validate_json(r.content).model_dump() == body  # the documented schema, nothing else
     assert body["variant"] == "champion" and body["model_version"] == "1" and body["model_name"] == "eliverec"
     items = body["items"]
     assert [i["position"] for i in items] == list(range(5))
