@@ -183,6 +183,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, nargs="*", default=None,
                     help="shard counts of the big window's sharded builds (default 2 4; the worker: one count)")
     ap.add_argument("--baseline", metavar="REF", help="also the sharded build of git revision REF (largest count)")
+    ap.add_argument("--big-only", action="store_true", help="only the big window (no default-profile one)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="the big window's impressions, clicks, users, products and channels times this (1: 5M)")
     args = ap.parse_args()
@@ -208,11 +209,11 @@ def main() -> None:
     base = (tree, f"baseline {revision(args.baseline)}") if tree else None
     load0 = os.getloadavg()[0]
     try:
-        cases = [run_case(root, "default_profile_window", default, days=14, train_days=6, lookback=7,
-                          shard_counts=counts[:1]),
-                 run_case(root, big_name, big, days=6, train_days=4, lookback=1,
-                          shard_counts=counts, baseline=base)]
-        loader = loader_speed(Path(cases[1]["_data"]), cases[1]["_window"], 2048, 50 if q else 300)
+        cases = [] if args.big_only else [run_case(root, "default_profile_window", default, days=14, train_days=6,
+                                                   lookback=7, shard_counts=counts[:1])]
+        cases.append(run_case(root, big_name, big, days=6, train_days=4, lookback=1, shard_counts=counts,
+                              baseline=base))
+        loader = loader_speed(Path(cases[-1]["_data"]), cases[-1]["_window"], 2048, 50 if q else 300)
     finally:
         if tree:
             drop_tree(tree)
