@@ -157,6 +157,14 @@ MUST_BEAT_POLICY = [("eliverec", "adaptive"), *DUALS]
 FIRST = [REFERENCE, ("eliverec", "adaptive"), ("eliverec_wo_m", "single"), ("bst_dual", "single"),
          ("hgn_dual", "single"), ("wdl_dual", "single"), ("din_dual", "single"), ("eliverec_wo_d", "adaptive"),
          ("dien_dual", "single")]
+#: Cells whose z parts get the linear probe (eliverec/evaluation/probe.py): the paper's eLiveRec and the cross form.
+PROBED = ("eliverec", "eliverec_cross")
+#: Paired comparisons between two rows other than the references: (a, b, what a - b measures).
+PAIRS: list[tuple[tuple[str, str], tuple[str, str], str]] = [
+    (("eliverec_cross", "adaptive"), ("eliverec", "adaptive"), "cross-domain prototypes (eLiveRec cross - eLiveRec)"),
+    (("eliverec", "adaptive"), ("eliverec_wo_d", "adaptive"), "the disentangled encoder (eLiveRec - wo.D)"),
+    (("eliverec", "adaptive"), ("eliverec_wo_m", "single"), "adaptive multi-task learning (eLiveRec - wo.M)"),
+]
 QUICK_CELLS = {REFERENCE, ("wdl_dual", "single"), ("eliverec", "adaptive")}
 TITLES = {"II": "Table II: recommendation performance", "III": "Table III: ablation of the disentangled encoder",
           "IV": "Table IV: ablation of the adaptive multi-task learning"}
@@ -445,7 +453,7 @@ def run_cell(settings: Any, model: str, mtl: str, test_day: str, ceil: dict[str,
     if not np.array_equal(test.column("watch") > 0, day["watch"] > 0):
         raise RuntimeError(f"{test_day}: the feature tensors and samples.parquet disagree on the labels")
     device, bs = torch.device("cpu"), settings.evaluation.batch_size
-    probed = model == "eliverec"
+    probed = model in PROBED
     with capture_parts(net) if probed else contextlib.nullcontext([]) as seen:  # z parts for the probe, same pass
         serving = predict(net, at_serving_position(test, net), bs, device)
     logged = predict(net, test, bs, device)
@@ -559,6 +567,36 @@ def comparisons(folder: Path, fps: dict[int, dict[str, str]], ceilings: dict[int
     return out
 
 
+def row_pairs(folder: Path, fps: dict[int, dict[str, str]], ceilings: dict[int, Any],
+              samples: int) -> list[dict[str, Any]]:
+    """The :data:`PAIRS` comparisons (paired like the reference columns) whose two rows are both on disk."""
+    out = []
+    for a, b, what in PAIRS:
+        per_seed = {}
+        for s in ceilings:
+            ra, rb = (replicates_of(folder, s, cell_key(*c), fps[s].get(cell_key(*c), ""), samples) for c in (a, b))
+            if ra is not None and rb is not None:
+                per_seed[s] = (ra, rb)
+        if per_seed:
+            out.append({"a": cell_key(*a), "b": cell_key(*b), "what": what,
+                        **{m: combine(per_seed, m) for m in PAIRED}})
+    return out
+
+
+def pairs_markdown(pairs: list[dict[str, Any]]) -> list[str]:
+    """The section of the :data:`PAIRS` comparisons."""
+    if not pairs:
+        return []
+    lines = ["## Paired comparisons between rows", "",
+             "Same seeds, test days and bootstrap draws as the tables; `a - b`, mean over seeds [95 % CI].", "",
+             "| what | a | b | Δ AUC | sig. | Δ gAUC | sig. | seeds |", "|" + " --- |" * 8]
+    for p in pairs:
+        auc, gauc = _ci(p["auc"]), _ci(p["gauc"])
+        lines.append(f"| {p['what']} | {p['a']} | {p['b']} | {auc[0]} | {auc[1]} | {gauc[0]} | {gauc[1]} | "
+                     f"{len(p['auc']['seeds'])} |")
+    return [*lines, ""]
+
+
 def tables(cells: dict[str, dict[int, Any]], ceilings: dict[int, Any], paired_: dict[str, Any],
            args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     """Rows of each table: mean and std over the finished seeds and the paired comparisons."""
@@ -668,8 +706,9 @@ def markdown(report: dict[str, Any]) -> str:
                      f"| {c['oracle_serving']['auc']:.4f} | {c['oracle_logged']['auc']:.4f} | "
                      f"{c['random_auc']:.4f} |")
     lines.append("")
-    for seed, pr in sorted(report["probes"].items()):
-        lines += [f"## Linear probe of eLiveRec's parts (seed {seed}, {pr['test_users']} held-out users)", "",
+    lines += pairs_markdown(report.get("pairs", []))
+    for model, seed, pr in [(m, s, pr) for m, per in report["probes"].items() for s, pr in sorted(per.items())]:
+        lines += [f"## Linear probe of {model}'s parts (seed {seed}, {pr['test_users']} held-out users)", "",
                   "Macro AUC / precision@k of a one-vs-rest logistic probe from the user's mean part to the "
                   "intent categories (prior precision@k in brackets).", "",
                   "| part | consistent | product-specific | live-specific |", "| --- | --- | --- | --- |"]
@@ -699,14 +738,15 @@ def write_report(args: argparse.Namespace, folder: Path, fps: dict[int, dict[str
     finished = sum(len(v) for v in cells.values())
     names = [name for name, _ in REFERENCE_ROWS] + [cell_key(*c) for c in args.cells]
     paired_ = comparisons(folder, fps, ceilings, names, args.bootstrap)
-    probes = {s: r["probe"] for s, r in cells.get(cell_key("eliverec", "adaptive"), {}).items() if "probe" in r}
+    probes = {m: {s: r["probe"] for s, r in cells.get(cell_key(m, "adaptive"), {}).items() if "probe" in r}
+              for m in PROBED}
     report = {"run": args.run, "profile": args.profile, "set": args.set, "rows": args.rows, "seeds": args.seeds,
               "only": args.only, "quick": args.quick, "bootstrap": args.bootstrap, "confidence": CONFIDENCE,
               "status": status, "cells_planned": len(args.cells) * len(args.seeds), "cells_finished": finished,
               "wall_seconds": time.time() - started, "machine": facts,
               "cell_seconds_total": sum(r.get("seconds", 0.0) for v in cells.values() for r in v.values()),
               "acceptance": acceptance(paired_), "tables": tables(cells, ceilings, paired_, args),
-              "ceilings": ceilings, "probes": probes,
+              "ceilings": ceilings, "probes": probes, "pairs": row_pairs(folder, fps, ceilings, args.bootstrap),
               "cells": {k: {s: {kk: vv for kk, vv in r.items() if kk != "probe"} for s, r in v.items()}
                         for k, v in cells.items()}}
     atomic_json(RESULTS / f"{args.stem}.json", report)

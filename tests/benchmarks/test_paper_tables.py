@@ -93,7 +93,8 @@ def test_identical_predictions_differ_by_exactly_zero_and_a_better_score_is_abov
 def test_rows_selection(pt: ModuleType) -> None:
     headline = pt.cells_for(None, "headline", False)
     assert headline[0] == pt.REFERENCE and len(headline) == 9 + 6 + 1  # + CAN dual, cross-domain, eliverec_cross
-    assert {("eliverec_wo_d", "adaptive"), ("eliverec_cross", "adaptive"), ("eliverec_wo_m", "single"), ("dien_dual", "single")} <= set(headline)
+    assert {("eliverec_wo_d", "adaptive"), ("eliverec_cross", "adaptive"), ("eliverec_wo_m", "single"),
+            ("dien_dual", "single")} <= set(headline)
     every = pt.cells_for(None, "all", False)
     assert len(every) == len(set(every)) == len({(r[3], r[4]) for r in pt.ROWS})
     issue14 = {("can", "single"), ("can_dual", "single"), ("minet", "vanilla"), ("minet", "adaptive"),
@@ -134,3 +135,15 @@ def test_replicates_follow_the_predictions_and_skip_unfinished_cells(pt: ModuleT
     assert first is not None and second is not None
     assert float(second["auc_point"]) > float(first["auc_point"]) + 0.1
     assert pt.replicates_of(tmp_path, 0, "m__single", "fp-of-other-settings", 50) is None
+
+
+def test_pairs_between_rows_are_paired_on_the_same_draws(pt: ModuleType) -> None:
+    base = {"auc": np.linspace(0.60, 0.70, 201), "auc_point": 0.65}
+    better = {"auc": base["auc"] + 0.01, "auc_point": 0.66}
+    noisy = {"auc": base["auc"][::-1].copy(), "auc_point": 0.65}  # same mean, draws reversed: unpaired noise
+    up, flat = pt.combine({0: (better, base), 1: (better, base)}, "auc"), pt.combine({0: (noisy, base)}, "auc")
+    assert up["sig"] == "above" and up["lo"] == pytest.approx(0.01) and flat["sig"] == "n.s."
+    lines = pt.pairs_markdown([{"a": "x__adaptive", "b": "y__single", "what": "x - y", "auc": up, "gauc": flat}])
+    assert lines[-2] == "| x - y | x__adaptive | y__single | +0.0100 [+0.0100, +0.0100] | above | " \
+                        "+0.0000 [-0.0950, +0.0950] | n.s. | 2 |"
+    assert pt.pairs_markdown([]) == []
