@@ -1,9 +1,10 @@
 """Serving benchmark: latency and throughput of ``POST /rank`` over loopback, 100 candidates per request.
 
 The service runs as its own process (``eliverec serve``, default profile, one uvicorn worker);
-this script is the load generator in a separate process: an open-loop asyncio + httpx client that
+this script is the load generator in a separate process: an open-loop asyncio + aiohttp client that
 sends requests at a fixed rate (so slow answers do not slow the offered load down) and measures
-client-side latency. The champion is the default-profile eLiveRec architecture; with no trained
+client-side latency; each row also gives the service process's CPU time per request (all threads,
+and the event-loop thread alone). The champion is the default-profile eLiveRec architecture; with no trained
 default model at hand it is registered with its initial (untrained) weights: the cost of a forward
 pass does not depend on the weights' values. Before measuring, the benchmark fills the online
 state through ``POST /events`` so every user has full 50-long product and channel sequences and
@@ -14,6 +15,9 @@ git revision ``REF`` (a temporary worktree of this repository, same venv, same m
 state) and measures both at every rate, alternating which goes first; each stops at its first rate
 with p99 >= 50 ms or an error. The table states each one's sustained maximum rate (the highest
 offered rate with p99 < 20 ms and no errors) and the replicas a given rate needs at that maximum.
+Last, :func:`stage_profile` times each stage of one request in this process, the code before and
+after side by side on the same model and state (request parsing, features, forward pass, whole
+``rank``): the profile that says where the remaining time goes.
 
 Output: ``benchmarks/results/serving.json`` and ``serving.md`` (``--quick``: shorter runs, fewer rates).
 
