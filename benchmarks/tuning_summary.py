@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python benchmarks/tuning_summary.py`
+    sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 #: budget keys every family's search must share (the equal-budget rule)
 BUDGET_KEYS = ("profile", "trials", "end_date", "train_days", "max_minutes", "max_steps", "epochs", "batch_size",
@@ -104,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=None, help="families (default: every report there)")
     ap.add_argument("--stem", default="tuning_bench", help="output name under benchmarks/results/")
     args = ap.parse_args(argv)
-    folder = args.data_dir / "reports" / "tune"
+    from eliverec.layout import DataLayout
+
+    folder = DataLayout(args.data_dir.resolve()).reports("tune")
     try:
         reports = load_reports(folder, args.models)
         budget = check_budgets(reports)
