@@ -544,42 +544,42 @@ def _stat(values: list[Any]) -> dict[str, Any]:
     return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
 
 
-def comparisons(folder: Path, fps: dict[int, dict[str, str]], ceilings: dict[int, Any], names: list[str],
-                samples: int) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{row name: {"<metric>/vs_eta_dual" | "<metric>/vs_policy": combined paired result}}``."""
-    ref = cell_key(*REFERENCE)
+def load_replicates(folder: Path, fps: dict[int, dict[str, str]], ceilings: dict[int, Any], names: set[str],
+                    samples: int) -> dict[tuple[int, str], dict[str, Any] | None]:
+    """``{(seed, name): bootstrap replicates}`` of every row ``name`` on every seed with a reference."""
     reps: dict[tuple[int, str], dict[str, Any] | None] = {}
     for seed in ceilings:
-        for name in {*names, ref, POLICY}:
+        for name in names:
             fp = fps[seed]["_data"] if name.startswith("_") else fps[seed].get(name, "")
             reps[(seed, name)] = replicates_of(folder, seed, name, fp, samples)
+    return reps
+
+
+def paired_rows(reps: dict[tuple[int, str], dict[str, Any] | None], a: str, b: str) -> dict[str, dict[str, Any]]:
+    """``{metric: combined paired a - b}`` over the seeds where both rows have replicates."""
+    per_seed = {s: (reps[(s, a)], reps[(s, b)]) for s, n in reps
+                if n == a and reps.get((s, a)) is not None and reps.get((s, b)) is not None}
+    return {m: combine(per_seed, m) for m in PAIRED}
+
+
+def comparisons(reps: dict[tuple[int, str], dict[str, Any] | None],
+                names: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{row name: {"<metric>/vs_eta_dual" | "<metric>/vs_policy": combined paired result}}``."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name in names:
         out[name] = {}
-        for other, label in ((ref, "vs_eta_dual"), (POLICY, "vs_policy")):
-            per_seed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-            for s in ceilings:
-                a, b = reps.get((s, name)), reps.get((s, other))
-                if a is not None and b is not None:
-                    per_seed[s] = (a, b)
-            for m in PAIRED:
-                out[name][f"{m}/{label}"] = combine(per_seed, m)
+        for other, label in ((cell_key(*REFERENCE), "vs_eta_dual"), (POLICY, "vs_policy")):
+            out[name].update({f"{m}/{label}": c for m, c in paired_rows(reps, name, other).items()})
     return out
 
 
-def row_pairs(folder: Path, fps: dict[int, dict[str, str]], ceilings: dict[int, Any],
-              samples: int) -> list[dict[str, Any]]:
+def row_pairs(reps: dict[tuple[int, str], dict[str, Any] | None]) -> list[dict[str, Any]]:
     """The :data:`PAIRS` comparisons (paired like the reference columns) whose two rows are both on disk."""
     out = []
     for a, b, what in PAIRS:
-        per_seed = {}
-        for s in ceilings:
-            ra, rb = (replicates_of(folder, s, cell_key(*c), fps[s].get(cell_key(*c), ""), samples) for c in (a, b))
-            if ra is not None and rb is not None:
-                per_seed[s] = (ra, rb)
-        if per_seed:
-            out.append({"a": cell_key(*a), "b": cell_key(*b), "what": what,
-                        **{m: combine(per_seed, m) for m in PAIRED}})
+        metrics = paired_rows(reps, cell_key(*a), cell_key(*b))
+        if metrics[PAIRED[0]]["seeds"]:
+            out.append({"a": cell_key(*a), "b": cell_key(*b), "what": what, **metrics})
     return out
 
 
@@ -737,7 +737,8 @@ def write_report(args: argparse.Namespace, folder: Path, fps: dict[int, dict[str
     cells, ceilings = collect(folder, fps)
     finished = sum(len(v) for v in cells.values())
     names = [name for name, _ in REFERENCE_ROWS] + [cell_key(*c) for c in args.cells]
-    paired_ = comparisons(folder, fps, ceilings, names, args.bootstrap)
+    reps = load_replicates(folder, fps, ceilings, {*names, cell_key(*REFERENCE), POLICY}, args.bootstrap)
+    paired_ = comparisons(reps, names)
     probes = {m: {s: r["probe"] for s, r in cells.get(cell_key(m, "adaptive"), {}).items() if "probe" in r}
               for m in PROBED}
     report = {"run": args.run, "profile": args.profile, "set": args.set, "rows": args.rows, "seeds": args.seeds,
@@ -746,7 +747,7 @@ def write_report(args: argparse.Namespace, folder: Path, fps: dict[int, dict[str
               "wall_seconds": time.time() - started, "machine": facts,
               "cell_seconds_total": sum(r.get("seconds", 0.0) for v in cells.values() for r in v.values()),
               "acceptance": acceptance(paired_), "tables": tables(cells, ceilings, paired_, args),
-              "ceilings": ceilings, "probes": probes, "pairs": row_pairs(folder, fps, ceilings, args.bootstrap),
+              "ceilings": ceilings, "probes": probes, "pairs": row_pairs(reps),
               "cells": {k: {s: {kk: vv for kk, vv in r.items() if kk != "probe"} for s, r in v.items()}
                         for k, v in cells.items()}}
     atomic_json(RESULTS / f"{args.stem}.json", report)
