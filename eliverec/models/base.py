@@ -138,6 +138,9 @@ class RankingModel(nn.Module, abc.ABC):
 
     name: ClassVar[str] = ""
     dual: ClassVar[bool] = True
+    #: ``encode`` takes a one-row user state with many candidates (``run(share_user=True)``): it broadcasts
+    #: the state itself instead of reading it expanded to every row (eLiveRec: eq. 6-7 as matrix products).
+    reads_shared_state: ClassVar[bool] = False
     preset: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: ModelConfig, vocab: Mapping[str, int], seq_len: int) -> None:
@@ -222,11 +225,13 @@ class RankingModel(nn.Module, abc.ABC):
     def run(self, batch: Mapping[str, Tensor], share_user: bool, with_reg: bool) -> dict[str, Tensor]:
         """Forward pass; ``share_user`` computes the candidate-independent state once from row 0."""
         check_batch(batch)
-        x = self.embed_context(batch)
+        one = {k: batch[k][:1] for k in USER_KEYS} if share_user else {}
+        x = self.embed_context({**batch, **{k: v for k, v in one.items() if k != "user"}})  # match counts broadcast
         B = x.target.shape[0]
-        if share_user:  # one request: row 0's state broadcast without a copy
-            state = self.user_state(self.embed_sequences({k: batch[k][:1] for k in USER_KEYS}))
-            state = {k: v.expand(B, *v.shape[1:]) for k, v in state.items()}
+        if share_user:  # one request: row 0's state, broadcast without a copy (or read at batch 1 by encode)
+            state = self.user_state(self.embed_sequences(one))
+            if not self.reads_shared_state:
+                state = {k: v.expand(B, *v.shape[1:]) for k, v in state.items()}
         else:  # runs of identical user-state rows (whole feeds) share one computation
             first, run_of = distinct_user_rows(batch)
             src = batch if len(first) == B else {k: batch[k][first] for k in USER_KEYS}

@@ -9,7 +9,8 @@ channel's real-time heat drives watching too). The inter-channel module gates ea
 dynamic context (eq. 12) and feeds ``[gated F, e_d]`` to MMoE heads (eq. 13).
 
 Candidate-independent parts (``user_state``: ``H_K``, prototypes, intention weights ``p(z_c|v_i)``)
-are computed once per request by ``RankingModel.score``; only eq. 6-7 and the towers run per candidate.
+are computed once per request by ``RankingModel.score`` and stay one row (``reads_shared_state``); only
+eq. 6-7 (:func:`retrieve_shared`: ``z`` once, the sums as matrix products) and the towers run per candidate.
 
 Options beyond the paper (``benchmarks/results/mechanism.md`` measures them against the world's truth):
 
@@ -90,6 +91,24 @@ def retrieve(query: Tensor, h: Tensor, p: Tensor, mask: Tensor) -> Tensor:
     return torch.einsum("bl,bld->bd", a, z)  # eq. 7
 
 
+def retrieve_shared(query: Tensor, h: Tensor, p: Tensor, mask: Tensor) -> Tensor:
+    """Eq. 6-7 for many candidates against one user's state: ``query`` (B, d), ``h`` (1, L, d), ``p``, ``mask`` (1, L).
+
+    The serving form of :func:`retrieve` (``RankingModel.score`` of one request): ``z = p h`` is built
+    once instead of once per candidate and the two sums over the sequence are matrix products; equal to
+    :func:`retrieve` on the state repeated for every row up to float rounding.
+
+    >>> q, h, p = torch.randn(5, 4), torch.randn(1, 3, 4), torch.rand(1, 3)
+    >>> m = torch.tensor([[False, True, True]])
+    >>> full = retrieve(q, h.expand(5, -1, -1), p.expand(5, -1), m.expand(5, -1))
+    >>> bool(torch.allclose(retrieve_shared(q, h, p, m), full, atol=1e-6))
+    True
+    """
+    z = (p.unsqueeze(-1) * h)[0]  # z_{c, v_i}, (L, d): candidate-independent
+    a = masked_softmax((query @ z.T) / math.sqrt(h.shape[-1]), mask)  # eq. 6, (B, L)
+    return a @ z  # eq. 7
+
+
 def prototypes(cfg: ModelConfig, seqs: dict[str, Tensor], dom: str, other: str) -> tuple[Tensor, Tensor]:
     """Eq. 5 prototypes ``(o_c, o_s)`` of domain ``dom`` from the embedded sequences (not ``learned``).
 
@@ -124,6 +143,7 @@ class ELiveRec(RankingModel):
 
     name = "eliverec"
     dual = True
+    reads_shared_state = True  # one request's user state stays one row; eq. 6-7 broadcast it (retrieve_shared)
 
     def __init__(self, cfg: ModelConfig, vocab: dict[str, int], seq_len: int) -> None:
         super().__init__(cfg, vocab, seq_len)
@@ -166,9 +186,13 @@ class ELiveRec(RankingModel):
         return state
 
     def _z(self, dom: str, intent: str, q: Tensor, h: Tensor, p: Tensor, mask: Tensor) -> Tensor:
+        """Eq. 6-7 for the candidates ``q``; ``h``, ``p``, ``mask`` have one row when the user state is shared."""
+        shared = h.shape[0] != q.shape[0]  # run(share_user=True): one user's state for every candidate
         if self.cfg.backbone != "din":
-            return retrieve(q, h, p, mask)
+            return retrieve_shared(q, h, p, mask) if shared else retrieve(q, h, p, mask)
         z = p.unsqueeze(-1) * h
+        if shared:
+            z, mask = z.expand(q.shape[0], -1, -1), mask.expand(q.shape[0], -1)
         return self.din[f"{dom}_{intent}"](q, z, mask)[0]
 
     def encode(

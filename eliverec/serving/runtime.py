@@ -69,6 +69,8 @@ class OnnxScorer:
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        for pool in ("intra_op", "inter_op"):  # no busy-waiting pool threads on a few shared cores
+            opts.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only
         self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]  # the exporter drops inputs a network never reads

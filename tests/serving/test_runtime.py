@@ -55,3 +55,23 @@ def test_unexportable_or_disagreeing_networks_are_served_by_torch(monkeypatch: p
     assert isinstance(build_scorer(net, f.vocab, f.seq_len, "onnx"), TorchScorer)
     assert "differ from torch" in caplog.text
     assert isinstance(build_scorer(net, f.vocab, f.seq_len, "torch"), TorchScorer)
+
+
+@pytest.mark.parametrize("model", [{}, {"backbone": "din"}, {"backbone": "hgn"}, {"disentangle": False},
+                                   {"prototypes": "cross"}, {"prototypes": "learned"}, {"match_features": False}])
+def test_serving_forward_equals_the_per_row_forward(model: dict) -> None:
+    """score(share_user=True) (one-row user state, eq. 6-7 as matrix products, match counts broadcast) equals
+    the training code's per-row forward on the same request, for every eLiveRec encoder option."""
+    from tests.models.helpers import SEQ_LEN, settings_for, small_vocab
+
+    torch.manual_seed(1)
+    net = build_model(settings_for("eliverec", **model), small_vocab(), SEQ_LEN).eval()
+    for p in net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    for rows, seed in ((2, 0), (7, 1), (100, 2)):  # (the per-row path does not take a batch of 1)
+        b = {k: v for k, v in random_batch(small_vocab(), rows, SEQ_LEN, seed=seed).items() if k in INPUTS}
+        for k in ("user", "product_seq", "product_len", "channel_seq", "channel_len"):
+            b[k] = b[k][:1].expand_as(b[k]).contiguous()
+        shared, per_row = net.score(b, share_user=True), net.score(b, share_user=False)
+        for k in LABELS:
+            torch.testing.assert_close(shared[k], per_row[k], atol=1e-6, rtol=1e-6, msg=f"{model} {k} {rows}")

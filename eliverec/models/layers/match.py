@@ -52,7 +52,8 @@ def match_counts(batch: Mapping[str, Tensor]) -> Tensor:
     [1.0, 1.0, 1.0, 0.5]
     """
     ch, cs, ps = batch["channel"], batch["channel_seq"], batch["product_seq"]
-    c_len, p_len = batch["channel_len"].float(), batch["product_len"].float()
+    rows = ch.shape[0]  # the sequences may be one row shared by every candidate (serving): they broadcast
+    c_len, p_len = batch["channel_len"].float().expand(rows), batch["product_len"].float().expand(rows)
     cat = _matches(cs[:, :, 2], ch[:, 2])
     p_cat = _matches(ps[:, :, 1], ch[:, 2])
     on_sale = batch["dynamic_cats"]
