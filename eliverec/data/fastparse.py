@@ -79,6 +79,7 @@ def parse_chunk(data: bytes, rules: Rules, file: str, file_idx: int, first_line:
     starts = np.r_[0, nl + 1].astype(np.int64)
     ends = np.r_[nl, len(data)].astype(np.int64)
     suspect = _screen(data, view, starts, ends)
+    suspect |= ends - starts > rules.max_line_bytes  # parse_lines quarantines them as line_too_long
     good, tables, failed = _read_screened(view, starts, ends, suspect)
     if tables is None:  # the reader disagrees with the screens: judge every line the slow way
         return parse_lines(data.split(b"\n"), rules, file, file_idx, first_line)

@@ -65,9 +65,9 @@ def _same(a: ParsedChunk, b: ParsedChunk) -> None:
         assert a.tables[e].sort_by("_line").equals(b.tables[e].sort_by("_line")), e
 
 
-def _check(lines: list[bytes], first_line: int = 1) -> ParsedChunk:
-    slow = parse_lines(lines, RULES, "f.jsonl", 3, first_line)
-    fast = parse_chunk(b"\n".join(lines), RULES, "f.jsonl", 3, first_line)
+def _check(lines: list[bytes], first_line: int = 1, rules: Rules = RULES) -> ParsedChunk:
+    slow = parse_lines(lines, rules, "f.jsonl", 3, first_line)
+    fast = parse_chunk(b"\n".join(lines), rules, "f.jsonl", 3, first_line)
     _same(slow, fast)
     return fast
 
@@ -133,6 +133,15 @@ def test_fast_and_line_by_line_ingest_give_byte_identical_days(tiny_settings, ra
         days.append((m, q, {p.name: p.read_bytes() for p in sorted(out.iterdir())}))
     assert days[0] == days[1]
     assert days[0][0]["totals"]["quarantined"] > len(BAD)
+
+
+def test_a_valid_line_longer_than_a_chunk_is_too_long_in_the_fast_path_too():
+    """A block can hold a line a little longer than ``ingest.chunk_bytes`` (it ended inside the piece
+    that crossed the chunk size): the fast path quarantines it as line_too_long, as parse_lines does."""
+    long = line(ev("enter", 7, user_id="u" * 100))
+    rules = Rules(RULES.max_id_len, RULES.ts_min, RULES.ts_max, max_line_bytes=len(long) - 1)
+    out = _check([*good_lines(40), long, *good_lines(40, start=50)], rules=rules)
+    assert out.counts == {"line_too_long": 1}
 
 
 def test_reader_schema_covers_every_field():

@@ -265,3 +265,58 @@ def test_missing_inputs_are_clear_errors(tiny_settings, raw_day):
     (folder / "channels.parquet").unlink()
     with pytest.raises(DataError, match="channels.parquet: dimension snapshot missing"):
         ingest_day(tiny_settings, DATE)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_blocks_of_any_size_give_the_same_lines(tmp_path, gz):
+    """read_blocks cuts parse tasks smaller than a chunk (issue 18): every size gives the file's lines
+    in order with their numbers; a line longer than the chunk is one line_too_long block (or, when it
+    ends within the piece that crosses the chunk size, an ordinary line that the parser judges too long)."""
+    from eliverec.data.ingest import read_blocks
+
+    lines = [*good_lines(300), b"", b"y" * 5000, *good_lines(50, start=900), b"z" * 700, b""]
+    raw = b"\n".join(lines) + b"\n"
+    path = tmp_path / ("events-0.jsonl.gz" if gz else "events-0.jsonl")
+    path.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
+    for chunk, block in [(4096, 4096), (4096, 1024), (4096, 333), (1 << 20, 2048), (1 << 20, 1 << 20)]:
+        got: list[tuple[int, bytes | str]] = []
+        for b in read_blocks(path, 0, chunk, block):
+            if b.special:
+                assert b.special == "line_too_long" and b.length == 5000 and b.data == b"y" * 4096
+                got.append((b.first_line, "long"))
+                continue
+            assert len(b.data) < block + chunk
+            got += [(b.first_line + i, "long" if len(x) > chunk else x) for i, x in enumerate(b.data.split(b"\n"))]
+        expect = [(i + 1, "long" if len(x) > chunk else x) for i, x in enumerate(lines)]
+        assert got == expect, (chunk, block)
+
+
+def test_gzip_damage_after_many_small_blocks_keeps_every_line_before_it(tmp_path):
+    from eliverec.data.ingest import read_blocks
+
+    data = gzip.compress(b"".join(x + b"\n" for x in good_lines(3000)), mtime=0)
+    path = tmp_path / "events-0.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    blocks = list(read_blocks(path, 0, 1 << 20, 4096))
+    assert len(blocks) > 10 and blocks[-1].special == "corrupt_gzip" and "truncated" in (blocks[-1].error or "")
+    good = [x for b in blocks[:-1] for x in b.data.split(b"\n")]
+    assert good == good_lines(3000)[: len(good)] and blocks[-1].first_line == len(good) + 1
+    assert good_lines(3000)[len(good)].startswith(blocks[-1].data)  # the partial line as the raw text
+
+
+def test_task_size_changes_no_output_byte(tiny_settings, raw_day, monkeypatch):
+    """Parse tasks smaller than a chunk (issue 18) leave bronze, quarantine and manifest bytes as they are."""
+    import eliverec.data.ingest as ingest
+
+    lines = [b for i, (b, _, _) in enumerate(BAD) for b in (*good_lines(40, start=100 * i), b)]
+    raw_day({"events-0.jsonl": lines, "events-1.jsonl.gz": lines[::2] + good_lines(30, start=9000)})
+    s = _lenient(tiny_settings)
+
+    def day() -> dict[str, bytes]:
+        ingest_day(s, DATE)
+        folders = [tiny_settings.data_dir / "bronze" / DATE, tiny_settings.data_dir / "quarantine" / DATE]
+        return {f"{d.parent.name}/{p.name}": p.read_bytes() for d in folders for p in sorted(d.iterdir())}
+
+    whole = day()
+    monkeypatch.setattr(ingest, "TASK_BYTES", 2000)  # many tasks per file
+    assert day() == whole
