@@ -205,13 +205,16 @@ def _build(settings: Any, end_date: str, train_days: int | None, validate: bool)
 
 def scan_days(settings: Any, train: list[dt.date], test: dt.date, history: list[dt.date],
               shard: Shard | None = None, out: Path | None = None,
-              stats: Callable[[dt.date, np.ndarray], Stats] | None = None) -> tuple[dict[str, Any], list[str]]:
+              stats: Callable[[dt.date, np.ndarray], Stats] | None = None, batch_rows: int | None = None
+              ) -> tuple[dict[str, Any], list[str]]:
     """Stream the days in time order and write every window day's samples; ``(day summaries, look-back days used)``.
 
     With ``shard``, only that shard's users (their impressions, clicks, watches and visits) are read,
     ``stats(day, rows)`` gives the channel stats of the shard's impressions of a window day (``rows``:
     their row indices in the bronze file, in sample order), and the days are written under
-    ``out/<date>`` instead of the data root (:mod:`eliverec.features.shards` merges the shards).
+    ``out/<date>`` instead of the data root (:mod:`eliverec.features.shards` merges the shards);
+    ``batch_rows``: write the samples as :data:`SHARD_SAMPLES` in record batches of at most that many
+    rows (a shard's, read by the merge a batch at a time; see :func:`_samples_writer`).
     """
     from rich.progress import Progress
 
@@ -243,7 +246,7 @@ def scan_days(settings: Any, train: list[dt.date], test: dt.date, history: list[
                 imp = bronze.impressions()
                 pre = stats(day, imp[ROW].to_numpy()) if stats is not None else None
                 summary = _write_day(settings, spec, ctx, imp, labels, day, "test" if day == test else "train",
-                                     window, progress, final, pre)
+                                     window, progress, final, pre, batch_rows)
                 days[day.isoformat()] = summary
             cutoff = day_start_ms(day + dt.timedelta(days=1)) - tol
             carry = [indexes[0].compact(cutoff, f.seq_len), indexes[1].compact(cutoff, f.seq_len),
@@ -297,10 +300,11 @@ def _visits_of(data_dir: Path, day: dt.date, shard: Shard | None = None) -> dict
 
 def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, visits: dict[str, pa.Table],
                day: dt.date, split: str, window: list[dt.date], progress: Any, final: Path,
-               stats: Stats | None = None) -> dict[str, Any]:
+               stats: Stats | None = None, batch_rows: int | None = None) -> dict[str, Any]:
     """Featurise one day in chunks into a temporary folder, then swap it in as ``final``; return its summary.
 
-    ``stats``: the impressions' channel stats, precomputed (else read from ``ctx.stats``)."""
+    ``stats``: the impressions' channel stats, precomputed (else read from ``ctx.stats``); ``batch_rows``:
+    see :func:`scan_days`."""
     n = imp.num_rows
     earliest = day_start_ms(day) - int(settings.ingest.ts_tolerance_ms)
     if n and int(pc.min(imp["ts"]).as_py()) < earliest:
@@ -315,7 +319,7 @@ def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, vi
     acc = _Accumulator()
     chunk = int(settings.features.chunk_rows)
     task = progress.add_task(f"  {day.isoformat()} ({split})", total=max(n, 1))
-    with pq.ParquetWriter(tmp / SAMPLES, _parquet_schema(), compression="zstd") as writer:
+    with _samples_writer(tmp, batch_rows) as writer:
         for a in range(0, n, chunk):
             block = imp.slice(a, chunk)
             pre = None if stats is None else tuple(x[a : a + chunk] for x in stats)
@@ -337,6 +341,36 @@ def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, vi
     (tmp / DAY_SUMMARY).write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, final)
     return summary
+
+
+#: A user shard's samples (:mod:`eliverec.features.shards`): an Arrow IPC file, not parquet, because a
+#: parquet footer holds metadata per row group and the merge needs small pieces of many shards at once.
+SHARD_SAMPLES = "samples.arrow"
+
+
+class _IpcSamples:
+    """An Arrow IPC file of the day's samples in record batches of at most ``batch_rows`` rows (lz4)."""
+
+    def __init__(self, path: Path, batch_rows: int) -> None:
+        self.batch_rows = batch_rows
+        self.writer = pa.ipc.new_file(path, _parquet_schema(), options=pa.ipc.IpcWriteOptions(compression="lz4"))
+
+    def write_table(self, table: pa.Table) -> None:
+        self.writer.write_table(table, max_chunksize=self.batch_rows)
+
+    def __enter__(self) -> _IpcSamples:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.writer.close()
+
+
+def _samples_writer(folder: Path, batch_rows: int | None) -> Any:
+    """The day's ``samples.parquet`` (zstd, a row group per chunk), or with ``batch_rows`` a shard's
+    :data:`SHARD_SAMPLES`."""
+    if batch_rows is None:
+        return pq.ParquetWriter(folder / SAMPLES, _parquet_schema(), compression="zstd")
+    return _IpcSamples(folder / SHARD_SAMPLES, batch_rows)
 
 
 class NpyWriter:

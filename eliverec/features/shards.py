@@ -20,11 +20,14 @@ memory follows its shard, not the day:
    histories, one day of their events, the channels snapshot.
 3. :func:`merge_day` writes one window day: the global row order is the single-process order
    (impressions sorted by ts, request, position, channel, ties in bronze order); since a stable
-   sort of a subset is the subset of the stable sort, each shard's rows arrive in that order, and
-   the day is written chunk by chunk (``features.chunk_rows``) from the shards' files, read as
-   streams. ``samples.parquet``, the tensors and the day summary are byte-identical to
-   :func:`~eliverec.features.build.build_features` (tested). Its memory: the day's impression keys
-   (about 50 bytes per impression) and one chunk.
+   sort of a subset is the subset of the stable sort, each shard's rows arrive in that order, so
+   the day is a k-way merge of the shards' files, read as streams a record batch at a time (keys
+   from their samples, an Arrow IPC file, plus the bronze row index each shard saved; tensors by
+   plain file reads), and written chunk by chunk (``features.chunk_rows``). ``samples.parquet``, the tensors
+   and the day summary are byte-identical to :func:`~eliverec.features.build.build_features`
+   (tested). Its memory: about three chunks (the output chunk, the shards' pending batches of
+   :func:`batch_rows` rows each), not the day; plus the day's users snapshot for the hash-collision
+   count of the summary.
 
 :func:`build_sharded` runs both steps in this process (tests, no cluster); ``flows/scale.py`` runs
 them as Prefect tasks on a Dask cluster (``flows.cluster``).
@@ -49,9 +52,11 @@ import pyarrow.parquet as pq
 
 from eliverec.data.atomic import stage_lock
 from eliverec.data.partition import string_partition
+from eliverec.errors import DataError
 from eliverec.features.bronze import ROW, of_partition, read_dimension, read_event
 from eliverec.features.build import (
     IMPRESSION_ORDER,
+    SHARD_SAMPLES,
     STATS_COLUMNS,
     NpyWriter,
     Stats,
@@ -138,68 +143,216 @@ def shard_stats(root: Path, k: int, n: int) -> Callable[[dt.date, np.ndarray], S
 
 def build_shard(settings: Any, end_date: str, train_days: int | None, k: int, n: int, root: Path) -> dict[str, Any]:
     """User shard ``k`` of ``n``: every window day's samples of its users under ``root/shard-<k>``
-    (after every :func:`build_stats_shard` of the same ``root``)."""
+    (after every :func:`build_stats_shard` of the same ``root``), with their bronze row indices
+    (:func:`_rows_file`) and in record batches of :func:`batch_rows` rows, for the merge."""
     started, cpu = time.perf_counter(), time.process_time()
     _reset_peak_rss()
     train, test, history = plan_window(settings, end_date, train_days)
     out = root / f"shard-{k:04d}"
-    days, used = scan_days(settings, train, test, history, shard=(k, n), out=out, stats=shard_stats(root, k, n))
+    out.mkdir(parents=True, exist_ok=True)
+    lookup = shard_stats(root, k, n)
+
+    def stats(day: dt.date, rows: np.ndarray) -> Stats:  # called once per window day, rows in sample order
+        np.save(_rows_file(root, k, day), rows.astype(np.int64, copy=False))
+        return lookup(day, rows)
+
+    days, used = scan_days(settings, train, test, history, shard=(k, n), out=out, stats=stats,
+                           batch_rows=batch_rows(int(settings.features.chunk_rows), n))
     return {"shard": k, "rows": sum(d["rows"] for d in days.values()), "used_history": used,
             "seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
             "peak_rss_mb": _peak_rss_mb()}
 
 
-class _Stream:
-    """Rows of one shard's ``samples.parquet`` and tensors, taken in order, a chunk at a time."""
+#: The single-process row order (:data:`~eliverec.features.build.IMPRESSION_ORDER`), ties in bronze order.
+MERGE_ORDER = [*IMPRESSION_ORDER, (ROW, "ascending")]
+_KEYS = [name for name, _ in IMPRESSION_ORDER]
+_REBUILD = "the shard task did not finish or its scratch folder changed: rebuild the window (`python -m flows.scale`)"
+_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
-    def __init__(self, folder: Path, keys: list[str], chunk: int) -> None:
-        self.batches = pq.ParquetFile(folder / SAMPLES).iter_batches(batch_size=chunk)
+
+def _rows_file(root: Path, k: int, day: dt.date) -> Path:
+    """User shard ``k``'s bronze row index of every sample of ``day``, in sample order (the merge's tie-break)."""
+    return root / f"shard-{k:04d}" / f"{day.isoformat()}.rows.npy"
+
+
+def batch_rows(chunk: int, n: int) -> int:
+    """Rows per record batch of a shard's samples: a share of a merge chunk, so that the merge holds
+    about one chunk of all the shards together, whatever their number."""
+    return min(chunk, max(-(-chunk // n), 256))
+
+
+class _NpyReader:
+    """Rows of a ``.npy`` file read in order with plain file reads (no memory map: the merge's resident
+    memory is what it holds, not the page cache of the files it has read). Checks the shape, dtype and
+    size first: a missing or truncated file raises :class:`DataError` naming it."""
+
+    def __init__(self, path: Path, dtype: str, shape: tuple[int, ...] | None) -> None:
+        """``shape``: the one expected (None: any number of rows, one dimension)."""
+        self.path, self.dtype = path, np.dtype(dtype)
+        try:
+            self.file = open(path, "rb")  # noqa: SIM115 (closed in close())
+        except OSError as exc:
+            raise DataError(f"{path}: missing ({exc.strerror}); {_REBUILD}") from exc
+        try:
+            found, _, found_dtype = _HEADERS[np.lib.format.read_magic(self.file)](self.file)
+        except (ValueError, KeyError) as exc:
+            self.file.close()
+            raise DataError(f"{path}: not a .npy file this code writes ({exc}); {_REBUILD}") from exc
+        if shape is None:
+            shape = tuple(found) if len(found) == 1 else (-1,)  # (-1,): refused below
+        self.shape = shape
+        self.row = int(np.prod(shape[1:], dtype=np.int64))
+        size, need = os.fstat(self.file.fileno()).st_size, self.file.tell() + shape[0] * self.row * self.dtype.itemsize
+        if tuple(found) != tuple(shape) or found_dtype != self.dtype or size != need:
+            self.file.close()
+            raise DataError(f"{path}: shape {tuple(found)} {found_dtype}, {size} bytes; expected {tuple(shape)} "
+                            f"{self.dtype}, {need} bytes (truncated?); {_REBUILD}")
+
+    def read(self, count: int) -> np.ndarray:
+        """The next ``count`` rows."""
+        out = np.fromfile(self.file, self.dtype, count * self.row)
+        if len(out) != count * self.row:
+            raise DataError(f"{self.path}: ended early (changed while the merge read it); {_REBUILD}")
+        return out.reshape((count, *self.shape[1:]))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _Stream:
+    """One shard's samples of one day, read in order a record batch at a time with plain file reads:
+    the pending rows' sort keys (:data:`MERGE_ORDER`), their sample rows, and their tensors when taken."""
+
+    def __init__(self, folder: Path, rows_file: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.path = folder / SHARD_SAMPLES
+        with contextlib.ExitStack() as opened:  # closes what was opened if a file is refused
+            self.index = _NpyReader(rows_file, "int64", None)
+            opened.callback(self.index.close)
+            self.rows = self.index.shape[0]
+            self.tensors: dict[str, _NpyReader] = {}
+            for k, s in shapes.items():
+                self.tensors[k] = _NpyReader(folder / TENSORS / f"{k}.npy", DISK_DTYPES[k], (self.rows, *s[1:]))
+                opened.callback(self.tensors[k].close)
+            try:
+                self.file = pa.ipc.open_file(opened.enter_context(pa.OSFile(str(self.path))))
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise DataError(f"{self.path}: missing or not an Arrow IPC file ({exc}); {_REBUILD}") from exc
+            if not self.file.schema.equals(_parquet_schema()):
+                raise DataError(f"{self.path}: not a samples file of this code ({self.file.schema}); {_REBUILD}")
+            self._opened = opened.pop_all()
+        self.batches = (self.file.get_batch(i) for i in range(self.file.num_record_batches))
         self.pending: list[pa.RecordBatch] = []
-        self.buffered = 0
-        self.arrays = {k: np.load(folder / TENSORS / f"{k}.npy", mmap_mode="r") for k in keys}
-        self.at = 0
+        self.order = np.empty(0, np.int64)  # bronze row index of the pending rows
+        self.read = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self.order)
+
+    @property
+    def done(self) -> bool:
+        """Every row of the file is pending or taken."""
+        return self.read == self.rows
+
+    def fill(self, want: int) -> None:
+        """Read record batches until ``want`` rows are pending or the file is read."""
+        parts, have = [self.order], len(self.order)
+        while have < want and not self.done:
+            batch = next(self.batches, None)
+            if batch is None:
+                raise DataError(f"{self.path}: ended after {self.read} of {self.rows} rows; {_REBUILD}")
+            self.pending.append(batch)
+            self.read += batch.num_rows
+            have += batch.num_rows
+            parts.append(self.index.read(batch.num_rows))
+        self.order = np.concatenate(parts)
+
+    def keys(self) -> pa.Table:
+        """The pending rows' sort keys, in file order."""
+        table = pa.Table.from_batches(self.pending, schema=_parquet_schema()).select(_KEYS)
+        return table.append_column(ROW, pa.array(self.order))
 
     def take(self, count: int) -> tuple[pa.Table, dict[str, np.ndarray]]:
-        while self.buffered < count:
-            batch = next(self.batches)
-            self.pending.append(batch)
-            self.buffered += batch.num_rows
-        table = pa.Table.from_batches(self.pending, schema=_parquet_schema()) if self.pending else None
-        table = table if table is not None else _parquet_schema().empty_table()
+        """The next ``count`` rows (pending ones): their sample rows and tensors."""
+        table = pa.Table.from_batches(self.pending, schema=_parquet_schema())
         head, rest = table.slice(0, count), table.slice(count)
-        self.pending, self.buffered = rest.to_batches(), rest.num_rows
-        arrays = {k: v[self.at : self.at + count] for k, v in self.arrays.items()}
-        self.at += count
-        return head, arrays
+        self.pending, self.order = rest.to_batches(), self.order[count:]
+        return head, {k: r.read(count) for k, r in self.tensors.items()}
+
+    def close(self) -> None:
+        self._opened.close()
 
 
-def day_order(settings: Any, day: dt.date, n: int) -> np.ndarray:
-    """Shard of each row of ``day``'s samples, in the single-process row order."""
-    t = read_event(Path(settings.data_dir), day, "impression", ["ts", "request_id", "position", "channel_id",
-                                                                 "user_id"])
-    t = t.sort_by(IMPRESSION_ORDER)
-    return string_partition(t["user_id"], n).astype(np.int32)
+def _next_rows(streams: list[_Stream], want: int, ahead: int) -> np.ndarray:
+    """Shard of each of the day's next rows in the single-process order (at most ``want``, at least one).
+
+    Every shard's rows come in that order, so a k-way merge: the pending rows (``ahead`` per shard) in
+    :data:`MERGE_ORDER`, up to and including the first row that is the last pending one of a shard
+    with rows still unread (a later row might come from there)."""
+    for s in streams:
+        s.fill(ahead)
+    live = [k for k, s in enumerate(streams) if s.buffered]
+    if not live:
+        raise RuntimeError("the shards ran out of rows before the day was written")
+    keys = pa.concat_tables([streams[k].keys() for k in live])
+    shard = np.repeat(np.asarray(live), [streams[k].buffered for k in live])
+    bound = np.zeros(len(shard), bool)
+    ends = np.cumsum([streams[k].buffered for k in live]) - 1
+    bound[ends] = [not streams[k].done for k in live]
+    order = pc.sort_indices(keys, sort_keys=MERGE_ORDER).to_numpy()
+    cut = np.flatnonzero(bound[order])
+    return shard[order[: min(want, cut[0] + 1 if len(cut) else len(order))]]
+
+
+def _merge_chunk(streams: list[_Stream], m: int, shapes: dict[str, tuple[int, ...]], ahead: int
+                 ) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """The day's next ``m`` rows from the shards (one merge step or, when a step falls short, several)."""
+    tables, arrays, done = [], [], 0
+    while done < m:
+        table, part = _gather(_next_rows(streams, m - done, ahead), streams, shapes)
+        tables.append(table)
+        arrays.append(part)
+        done += table.num_rows
+    if len(tables) == 1:
+        return tables[0], arrays[0]
+    return pa.concat_tables(tables).combine_chunks(), {k: np.concatenate([a[k] for a in arrays]) for k in shapes}
 
 
 def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n: int, root: Path) -> dict[str, Any]:
-    """Write window day ``day`` from the shards' outputs (byte-identical to the single-process build)."""
+    """Write window day ``day`` from the shards' outputs (byte-identical to the single-process build),
+    a chunk at a time: memory follows ``features.chunk_rows``, not the day (module docstring, step 3)."""
     started, cpu = time.perf_counter(), time.process_time()
     _reset_peak_rss()
     spec = FeatureSpec.from_settings(settings)
-    src = day_order(settings, day, n)
-    rows = len(src)
+    chunk = int(settings.features.chunk_rows)
+    streams: list[_Stream] = []
+    try:
+        for k in range(n):
+            streams.append(_Stream(root / f"shard-{k:04d}" / day.isoformat(), _rows_file(root, k, day),
+                                   _shapes(spec, 0)))
+        rows = sum(s.rows for s in streams)
+        summary = _write_merged(settings, spec, day, split, window, streams, rows, 2 * batch_rows(chunk, n))
+    finally:
+        for s in streams:
+            s.close()
+    return summary | {"peak_rss_mb": _peak_rss_mb(), "seconds": round(time.perf_counter() - started, 3),
+                      "cpu_seconds": round(time.process_time() - cpu, 3)}
+
+
+def _write_merged(settings: Any, spec: FeatureSpec, day: dt.date, split: str, window: list[dt.date],
+                  streams: list[_Stream], rows: int, ahead: int) -> dict[str, Any]:
+    """Write the day's folder from the shards' streams, as :func:`~eliverec.features.build._write_day` does."""
     shapes = _shapes(spec, rows)
     chunk = int(settings.features.chunk_rows)
     final = settings.layout.features(day)
     tmp = final.parent / f".{day.isoformat()}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / TENSORS).mkdir(parents=True)
-    streams = [_Stream(root / f"shard-{k:04d}" / day.isoformat(), list(shapes), chunk) for k in range(n)]
     mm = {k: NpyWriter(tmp / TENSORS / f"{k}.npy", DISK_DTYPES[k], s) for k, s in shapes.items()}
     acc = _Accumulator()
     with pq.ParquetWriter(tmp / SAMPLES, _parquet_schema(), compression="zstd") as writer:
         for a in range(0, rows, chunk):
-            table, arrays = _gather(src[a : a + chunk], streams, shapes)
+            table, arrays = _merge_chunk(streams, min(chunk, rows - a), shapes, ahead)
             for k, v in arrays.items():
                 mm[k].write(v)
             writer.write_table(table)
@@ -213,8 +366,7 @@ def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n:
     (tmp / FEATURE_SPEC).write_text(spec.to_json())
     (tmp / DAY_SUMMARY).write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, final)
-    return summary | {"peak_rss_mb": _peak_rss_mb(), "seconds": round(time.perf_counter() - started, 3),
-                      "cpu_seconds": round(time.process_time() - cpu, 3)}
+    return summary
 
 
 def _gather(src: np.ndarray, streams: list[_Stream], shapes: dict[str, tuple[int, ...]]
