@@ -12,8 +12,10 @@ same held-out day in one run and applies these checks (thresholds in ``params.ya
   (segments as in :mod:`eliverec.scoring.metrics`) may not drop by more than ``segment_tolerance``.
 - ``calibration``: mean predicted over observed watch rate inside ``calibration_band``.
 - ``finite``: no NaN or infinite output on the whole day.
-- ``latency``: p99 time to score one request of ``latency_candidates`` candidates (the call serving
-  makes, :func:`eliverec.artifact.score_request`: one user, in process) within ``latency_budget_ms``.
+- ``latency``: p99 time to score one request of ``latency_candidates`` candidates within
+  ``latency_budget_ms``, on the runtime the service would use (``serving.runtime``: the ONNX Runtime
+  export checked against torch at load, or torch; :func:`eliverec.serving.runtime.build_scorer`, one
+  user, in process).
 - ``ope/watch`` (only with ``gate.ope: true``): the off-policy estimate of watches per feed
   (``ope.estimator``, :mod:`eliverec.evaluation.offpolicy`) may not be significantly below the champion's.
 
@@ -178,14 +180,26 @@ def absolute_checks(cand: dict[str, float], finite: bool, latency_p99_ms: float,
               "mean predicted / observed watch rate"),
         Check("finite", finite, None, None, "no NaN/inf outputs"),
         Check("latency", latency_p99_ms <= g.latency_budget_ms, latency_p99_ms, None,
-              f"p99 <= {g.latency_budget_ms} ms", f"one request of {g.latency_candidates} candidates"),
+              f"p99 <= {g.latency_budget_ms} ms", f"one request of {g.latency_candidates} candidates on "
+              f"serving.runtime {settings.serving.runtime} (torch for a network that does not export)"),
     ]
 
 
-def request_latency_ms(network: Any, batch: dict[str, np.ndarray], candidates: int, repeats: int = 30) -> float:
-    """p99 wall time (ms) of scoring one user's request of ``candidates`` candidates, as serving does
-    (:func:`eliverec.artifact.score_request`: ``network.score`` on the request's tensors)."""
-    from eliverec.artifact import score_request, to_tensor_batch
+def serving_scorer(settings: Settings, network: Any, spec: dict[str, Any] | None = None) -> Any:
+    """The network as the service would score it (:mod:`eliverec.serving.models`): ``serving.runtime``,
+    ``serving.torch_threads`` and the feature spec saved with the model (``spec``; else the settings' own)."""
+    from eliverec.serving.models import saved_spec
+    from eliverec.serving.runtime import build_scorer
+
+    fs = saved_spec(spec or {}, settings)
+    return build_scorer(network, fs.vocab, fs.seq_len, settings.serving.runtime, settings.serving.torch_threads,
+                        name=f"gate latency ({getattr(network, 'name', '')})")
+
+
+def request_latency_ms(scorer: Any, batch: dict[str, np.ndarray], candidates: int, repeats: int = 30) -> float:
+    """p99 wall time (ms) of scoring one user's request of ``candidates`` candidates with ``scorer``
+    (:func:`serving_scorer`: the runtime that serves, on the request's tensors)."""
+    from eliverec.artifact import to_tensor_batch
 
     n = len(next(iter(batch.values())))
     rows = np.arange(candidates) % n
@@ -195,11 +209,11 @@ def request_latency_ms(network: Any, batch: dict[str, np.ndarray], candidates: i
             request[key][:] = request[key][0]  # one user, many candidate channels
     tensors = to_tensor_batch(request)
     for _ in range(3):
-        score_request(network, tensors)
+        scorer(tensors)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        score_request(network, tensors)
+        scorer(tensors)
         times.append((time.perf_counter() - t0) * 1000.0)
     return float(np.percentile(times, 99))
 
@@ -243,7 +257,9 @@ def gate(
     cand_frame, finite = cached_score_day(settings, cand_model, test, date)  # serving position, logged beside
     sample = test[np.arange(min(len(test), settings.gate.latency_candidates))]
     arrays = {k: v.numpy() for k, v in sample.items() if k not in (*LABELS, "ts")}
-    latency = request_latency_ms(cand_model.unwrap_python_model().model, arrays, settings.gate.latency_candidates)
+    ranker = cand_model.unwrap_python_model()
+    scorer = serving_scorer(settings, ranker.model, ranker.spec)
+    latency = request_latency_ms(scorer, arrays, settings.gate.latency_candidates)
     champ_frame = None
     if champion_uri is not None:
         # the comparison reads the serving position only (calibration is a check of the candidate alone)

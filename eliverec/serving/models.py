@@ -74,14 +74,14 @@ def load_version(settings: Settings, alias: str, version: str) -> LoadedModel:
     network = loaded.network
     if not hasattr(network, "score"):
         raise RuntimeError(f"{uri} is not an eLiveRec ranker (a pyfunc RankerModel around a ranking network)")
-    spec = _spec(loaded.spec, settings)
+    spec = saved_spec(loaded.spec, settings)
     scorer = build_scorer(network, spec.vocab, spec.seq_len, settings.serving.runtime, settings.serving.torch_threads,
                           name=f"{uri} ({getattr(network, 'name', '')})")
     return LoadedModel(alias, str(version), uri, network, spec, str(getattr(network, "name", "")), time.time(),
                        loaded.settings, scorer)
 
 
-def _spec(data: dict[str, Any], settings: Settings) -> FeatureSpec:
+def saved_spec(data: dict[str, Any], settings: Settings) -> FeatureSpec:
     """The feature spec saved with the model (the current settings' spec when the model has none)."""
     if not data:
         return FeatureSpec.from_settings(settings)

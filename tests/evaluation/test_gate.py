@@ -152,3 +152,29 @@ def test_sabotaged_candidate_is_rejected_and_cannot_be_promoted(tmp_path: Path) 
     out = model.predict({k: v.numpy() for k, v in batch.items()
                          if k not in ("watch", "stay_time", "goods_bag", "product_click", "ts")})
     assert len(out) == 5 and np.isfinite(out["watch"]).all()
+
+
+def test_the_latency_check_times_the_runtime_that_serves(tiny_settings) -> None:
+    """The gate times what the service would run (serving.runtime), not torch eager, on one user's request."""
+    from eliverec.evaluation.gate import request_latency_ms, serving_scorer
+    from eliverec.features.batch import random_batch
+    from eliverec.models import build_model
+    from eliverec.serving.runtime import OnnxScorer, TorchScorer
+
+    net = build_model(tiny_settings).eval()
+    onnx = serving_scorer(tiny_settings.model_copy(update={"serving": tiny_settings.serving.model_copy(
+        update={"runtime": "onnx"})}), net)
+    eager = serving_scorer(tiny_settings.model_copy(update={"serving": tiny_settings.serving.model_copy(
+        update={"runtime": "torch"})}), net)
+    assert isinstance(onnx, OnnxScorer) and isinstance(eager, TorchScorer)
+    f = tiny_settings.features
+    arrays = {k: v.numpy() for k, v in random_batch(f.vocab, 5, f.seq_len, seed=0).items()}
+    calls: list[int] = []
+
+    def counted(batch):  # noqa: ANN001, ANN202 - the scorer's own signature
+        calls.append(len(batch["user"]))
+        assert len(set(batch["user"].tolist())) == 1  # one user, many candidates
+        return onnx(batch)
+
+    ms = request_latency_ms(counted, arrays, candidates=12, repeats=4)
+    assert ms > 0 and calls == [12] * 7  # 3 warm-up calls, then the timed ones
