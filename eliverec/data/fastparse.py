@@ -67,10 +67,14 @@ _NUMERIC_KEYS = {"ts", "position", "stay_ms", "viewers", "revenue_window", "scor
 _ID_KEYS = {"event", *(f for f in FIELDS if _KIND[f] == "id")}
 
 
-def parse_chunk(data: bytes, rules: Rules, file: str, file_idx: int, first_line: int) -> ParsedChunk:
+def parse_chunk(
+    data: bytes, rules: Rules, file: str, file_idx: int, first_line: int, threads: bool = True
+) -> ParsedChunk:
     """Parse and validate the lines of ``data`` (joined by ``\\n``, no final newline) of one file.
 
-    Same result as ``parse_lines(data.split(b"\\n"), rules, file, file_idx, first_line)``.
+    Same result as ``parse_lines(data.split(b"\\n"), rules, file, file_idx, first_line)``. ``threads``:
+    the reader may use pyarrow's thread pool (worth it when one chunk is parsed at a time; with
+    several chunks in parallel, one thread per chunk costs less and gives one Arrow chunk per column).
     """
     if not data or not _utf8(data):
         return parse_lines(data.split(b"\n"), rules, file, file_idx, first_line)
@@ -80,7 +84,7 @@ def parse_chunk(data: bytes, rules: Rules, file: str, file_idx: int, first_line:
     ends = np.r_[nl, len(data)].astype(np.int64)
     suspect = _screen(data, view, starts, ends)
     suspect |= ends - starts > rules.max_line_bytes  # parse_lines quarantines them as line_too_long
-    good, tables, failed = _read_screened(view, starts, ends, suspect)
+    good, tables, failed = _read_screened(view, starts, ends, suspect, threads)
     if tables is None:  # the reader disagrees with the screens: judge every line the slow way
         return parse_lines(data.split(b"\n"), rules, file, file_idx, first_line)
     suspect[good[failed]] = True
@@ -180,7 +184,7 @@ def _joined(view: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> bytes:
     return b"\n".join([data[a:b] for a, b in zip(starts[first].tolist(), ends[last].tolist(), strict=True)]) + b"\n"
 
 
-def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspect: np.ndarray
+def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspect: np.ndarray, threads: bool = True
                    ) -> tuple[np.ndarray, list[pa.Table] | None, np.ndarray]:
     """The reader's tables of the lines not ``suspect`` (None: it disagrees with the screens), those
     lines (chunk indices) and the ones among them it refused (indices into them).
@@ -197,14 +201,14 @@ def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspe
     else:
         buf = pa.py_buffer(_joined(view, starts[good], ends[good]))
     try:
-        table = _read(buf, threads=len(good) > _WINDOW)
+        table = _read(buf, threads=threads and len(good) > _WINDOW)
     except _READ_ERRORS:
         hit = _type_screen(view)
         if len(hit):
             suspect[np.searchsorted(starts, hit, side="right") - 1] = True
             good = np.flatnonzero(~suspect)
         buf = pa.py_buffer(_joined(view, starts[good], ends[good]))  # every line with its newline: windows
-        tables, failed = _read_lines(buf, np.r_[0, np.cumsum(ends[good] - starts[good] + 1)])
+        tables, failed = _read_lines(buf, np.r_[0, np.cumsum(ends[good] - starts[good] + 1)], threads)
         return good, tables, failed
     return good, ([table] if table.num_rows == len(good) else None), np.zeros(0, np.int64)
 
@@ -215,12 +219,12 @@ def _read(buf: pa.Buffer, threads: bool = False) -> pa.Table:
     return pj.read_json(pa.BufferReader(buf), read_options=opts, parse_options=_PARSE)
 
 
-def _read_lines(buf: pa.Buffer, offsets: np.ndarray) -> tuple[list[pa.Table] | None, np.ndarray]:
+def _read_lines(buf: pa.Buffer, offsets: np.ndarray, threads: bool = True) -> tuple[list[pa.Table] | None, np.ndarray]:
     """Tables of lines ``[0, n)`` in order, and the lines the reader refused (as indices)."""
     n = len(offsets) - 1
     if n > _WINDOW:  # the whole chunk at once, on the reader's threads; windows only if it refuses
         try:
-            table = _read(buf, threads=True)
+            table = _read(buf, threads=threads)
         except _READ_ERRORS:
             pass
         else:

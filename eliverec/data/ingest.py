@@ -272,7 +272,8 @@ def write_partitioned(table: pa.Table, part: np.ndarray, path: Path) -> dict[int
     Spills are uncompressed Arrow IPC files: read back memory-mapped (no copy, no decoding), several
     times cheaper than lz4 IPC and far cheaper than parquet; they live only in the staging folder.
     """
-    order = np.argsort(part, kind="stable")
+    small = part.astype(np.uint16) if len(part) and part.max() < 1 << 16 else part
+    order = np.argsort(small, kind="stable")  # a radix sort for 16-bit keys
     sorted_part = part[order]
     table = table.take(pa.array(order))
     starts = np.flatnonzero(np.r_[True, sorted_part[1:] != sorted_part[:-1]])
@@ -286,10 +287,11 @@ def write_partitioned(table: pa.Table, part: np.ndarray, path: Path) -> dict[int
 
 
 def _parse_block(
-    block: Block, name: str, rules: Rules, spill: Path, task: int, n_buckets: int, fast: bool = True
+    block: Block, name: str, rules: Rules, spill: Path, task: int, n_buckets: int, fast: bool = True,
+    threads: bool = True,
 ) -> BlockResult:
-    """Worker body: parse one block (``fast``: :func:`~eliverec.data.fastparse.parse_chunk`, else
-    line by line), spill its accepted rows by event id partition."""
+    """Worker body: parse one block (``fast``: :func:`~eliverec.data.fastparse.parse_chunk`, on the
+    reader's threads when ``threads``; else line by line), spill its accepted rows by event id partition."""
     if block.special:
         raw = block.data
         q = quarantine_rows(name, [raw], [block.first_line], [block.special], [None])
@@ -299,7 +301,7 @@ def _parse_block(
         )
         return BlockResult(block.file_idx, 1, {block.special: 1}, q, error=block.error)
     if fast:
-        parsed: ParsedChunk = parse_chunk(block.data, rules, name, block.file_idx, block.first_line)
+        parsed: ParsedChunk = parse_chunk(block.data, rules, name, block.file_idx, block.first_line, threads)
     else:
         parsed = parse_lines(block.data.split(b"\n"), rules, name, block.file_idx, block.first_line)
     out = BlockResult(block.file_idx, block.n_lines, parsed.counts, parsed.quarantine)
@@ -382,7 +384,7 @@ def _pass_a(
             task = 0
             for i, path in enumerate(files):
                 for block in read_blocks(path, i, settings.ingest.chunk_bytes, TASK_BYTES):
-                    args = (block, names[i], rules, spill, task, n_buckets, settings.ingest.fast_parse)
+                    args = (block, names[i], rules, spill, task, n_buckets, settings.ingest.fast_parse, not pool)
                     pending.append(pool.submit(_parse_block, *args) if pool else _parse_block(*args))
                     task += 1
                     drain(2 * workers if pool else 0)
@@ -434,15 +436,17 @@ def _dedup_bucket(tables: dict[str, pa.Table], n_files: int) -> tuple[dict[str, 
             "_line": pa.concat_arrays([tables[e]["_line"].combine_chunks() for e in events]),
         }
     )
-    # ids as integer codes (one hash pass), then one integer sort by (id, file, line): the rows of an id
-    # in read order, its first occurrence first (no string comparisons)
+    # ids as integer codes (one hash pass); the rows of an id seen more than once then go through one
+    # integer sort by (id, file, line): in read order, its first occurrence first (no string comparisons)
     codes = keys["event_id"].combine_chunks().dictionary_encode().indices.to_numpy().astype(np.int64)
-    line = keys["_file"].to_numpy().astype(np.int64) << 40 | keys["_line"].to_numpy()
-    order = np.lexsort((line, codes))
+    repeated = np.bincount(codes)[codes] > 1
+    keep_all = ~repeated
+    cand = np.flatnonzero(repeated)
+    line = keys["_file"].to_numpy()[cand].astype(np.int64) << 40 | keys["_line"].to_numpy()[cand]
+    order = cand[np.lexsort((line, codes[cand]))]
     sorted_codes = codes[order]
     first = np.ones(len(order), bool)
     first[1:] = sorted_codes[1:] != sorted_codes[:-1]
-    keep_all = np.zeros(len(order), bool)
     keep_all[order[first]] = True
     run_first = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
     ev_of = np.repeat(np.arange(len(events)), sizes)

@@ -211,16 +211,34 @@ def _mask(arr: pa.Array) -> np.ndarray:
 
 def _bad_id(arr: pa.Array, kind: str, max_len: int) -> np.ndarray:
     if kind == "id":
-        n = pc.utf8_length(arr)
-        return _mask(pc.or_(pc.equal(n, 0), pc.greater(n, max_len)))
+        return _bad_length(arr, max_len)
     flat = pc.list_flatten(arr)
     out = np.zeros(len(arr), bool)
     if len(flat):
-        n = pc.utf8_length(flat)
-        bad = _mask(pc.or_(pc.equal(n, 0), pc.greater(n, max_len)))
+        bad = _bad_length(flat, max_len)
         parents = pc.list_parent_indices(arr).to_numpy()
         out[parents[bad]] = True
     return out
+
+
+def _bad_length(strings: pa.Array, max_len: int) -> np.ndarray:
+    """Empty, or longer than ``max_len`` characters (nulls: whatever; callers mask them). Byte lengths
+    come from the offsets; characters are counted only where the bytes exceed ``max_len``."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    if pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type):
+        width = np.int32 if pa.types.is_string(strings.type) else np.int64
+        offsets = np.frombuffer(strings.buffers()[1], width)[strings.offset : strings.offset + len(strings) + 1]
+        nbytes = np.diff(offsets)
+    else:
+        nbytes = np.asarray(pc.binary_length(strings).fill_null(0).to_numpy(zero_copy_only=False))
+    bad = nbytes == 0
+    if strings.null_count:
+        bad &= _mask(strings.is_valid())
+    over = nbytes > max_len  # bytes >= characters: only these can be too long
+    if over.any():
+        bad |= over & _mask(pc.greater(pc.utf8_length(strings), max_len))
+    return bad
 
 
 def _out_of_range(name: str, arr: pa.Array) -> np.ndarray:
