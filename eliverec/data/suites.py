@@ -27,7 +27,7 @@ from typing import Any
 
 from eliverec.config import Settings
 from eliverec.data.schemas import DIMENSIONS, EVENT_TYPES, ID_FIELDS, REQUIRED
-from eliverec.data.validation import SuiteResult, data_docs_index, run_suite, write_report
+from eliverec.data.validation import SuiteResult, data_docs_index, docs_once, run_suite, write_report
 from eliverec.errors import DataError, ValidationFailed
 from eliverec.layout import DAY_MS, day_start_ms
 
@@ -169,7 +169,7 @@ def validate_day(settings: Settings, date: str, suites: Sequence[str] = ("bronze
     """Run the named suites on ``date``; write ``validation/<date>/<suite>.json`` and ``.md``.
 
     Returns ``{"date", "success", "data_docs", "suites": {name: {"success", "failed", "json", "markdown"}}}``
-    (``data_docs``: the Data Docs home page, rebuilt by every Checkpoint run).
+    (``data_docs``: the Data Docs home page, rebuilt once when the day's suites have run).
     Raises :class:`~eliverec.errors.ValidationFailed` naming each failed expectation (with examples
     of failing values) when any suite fails, after writing every report.
     """
@@ -181,12 +181,13 @@ def validate_day(settings: Settings, date: str, suites: Sequence[str] = ("bronze
     docs = data_docs_index(settings.data_dir)
     summary: dict[str, Any] = {"date": date, "success": True, "data_docs": str(docs), "suites": {}}
     problems: list[str] = []
-    for name in suites:
-        results = SUITES[name](settings, date)
-        j, m = write_report(name, results, folder, date)
-        failed = [f"{r.table}: {c.describe()}" for r in results for c in r.failed]
-        summary["suites"][name] = {"success": not failed, "failed": failed, "json": str(j), "markdown": str(m)}
-        problems += [f"[{name}] {f}" for f in failed]
+    with docs_once(settings.data_dir):
+        for name in suites:
+            results = SUITES[name](settings, date)
+            j, m = write_report(name, results, folder, date)
+            failed = [f"{r.table}: {c.describe()}" for r in results for c in r.failed]
+            summary["suites"][name] = {"success": not failed, "failed": failed, "json": str(j), "markdown": str(m)}
+            problems += [f"[{name}] {f}" for f in failed]
     if problems:
         summary["success"] = False
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")

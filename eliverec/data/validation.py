@@ -1,19 +1,24 @@
 """A small Great Expectations runner (a file context per data root, Checkpoints, Data Docs) and its reports.
 
 :func:`run_suite` validates one pandas DataFrame against a list of GX expectations through a stored
-Checkpoint (suite saved once per configuration, Data Docs rebuilt on every run) and returns a
-plain :class:`SuiteResult`; :func:`write_report` writes ``<folder>/<suite>.json`` (every result)
-and ``<folder>/<suite>.md`` (a summary naming each failed expectation with examples of failing
-values). Suites (lists of expectations per table) live in :mod:`eliverec.data.suites`.
+Checkpoint (suite saved once per configuration) and returns a plain :class:`SuiteResult`; the
+Data Docs pages of its result are built right after it, or, inside :func:`docs_once`, once for every
+run of the block (one index rebuild per stage instead of one per table: the index reads every stored
+result, so a rebuild per table made a day's validation grow with the data root's history).
+:func:`write_report` writes ``<folder>/<suite>.json`` (every result) and ``<folder>/<suite>.md``
+(a summary naming each failed expectation with examples of failing values). Suites (lists of
+expectations per table) live in :mod:`eliverec.data.suites`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,10 +98,15 @@ def _context(data_dir: str | None) -> Any:
 
 
 _FINGERPRINT = "eliverec_fingerprint"
+#: Part of the fingerprint: a Checkpoint saved by an older form (with a Data Docs action) is saved again.
+_CHECKPOINT_FORM = "docs-outside-the-checkpoint"
+#: Identifiers of the results whose Data Docs pages :func:`docs_once` builds when its block ends.
+_PENDING_DOCS: ContextVar[list[Any] | None] = ContextVar("eliverec_pending_docs", default=None)
 
 
 def _fingerprint(expectations: Sequence[Any]) -> str:
-    text = json.dumps([e.configuration.to_json_dict() for e in expectations], sort_keys=True, default=str)
+    configs = [e.configuration.to_json_dict() for e in expectations]
+    text = json.dumps([_CHECKPOINT_FORM, configs], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -124,11 +134,12 @@ def _asset(ctx: Any, name: str) -> Any:
         return asset.add_batch_definition_whole_dataframe("whole")
 
 
-def checkpoint(ctx: Any, name: str, expectations: Sequence[Any], *, data_docs: bool) -> Any:
+def checkpoint(ctx: Any, name: str, expectations: Sequence[Any]) -> Any:
     """The stored Checkpoint ``name`` over suite ``name``; suite and checkpoint are saved only when new or changed.
 
     Date-dependent bounds are ``{"$PARAMETER": ...}`` values in the expectations, so a suite is
-    saved once per configuration, not once per day.
+    saved once per configuration, not once per day. The Checkpoint has no actions: the caller
+    builds the Data Docs (:func:`run_suite`, :func:`docs_once`).
     """
     import great_expectations as gx
 
@@ -140,10 +151,31 @@ def checkpoint(ctx: Any, name: str, expectations: Sequence[Any], *, data_docs: b
     )
     vd = gx.ValidationDefinition(name=name, data=_asset(ctx, name), suite=suite)
     vd = ctx.validation_definitions.add_or_update(vd)
-    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if data_docs else []
     return ctx.checkpoints.add_or_update(
-        gx.Checkpoint(name=name, validation_definitions=[vd], actions=actions, result_format="SUMMARY")
+        gx.Checkpoint(name=name, validation_definitions=[vd], actions=[], result_format="SUMMARY")
     )
+
+
+@contextlib.contextmanager
+def docs_once(data_dir: Path | None) -> Iterator[None]:
+    """Build the Data Docs once, when the block ends (also on an error), for every :func:`run_suite` inside it.
+
+    The pages of each result are the same as when each run builds its own; the index is rebuilt
+    once instead of once per table. ``None`` (no data root): nothing to build.
+    """
+    pending: list[Any] = []
+    token = _PENDING_DOCS.set(pending)
+    try:
+        yield
+    finally:
+        _PENDING_DOCS.reset(token)
+        if pending and data_dir is not None:
+            _build_docs(_context(str(Path(data_dir).resolve())), pending)
+
+
+def _build_docs(ctx: Any, identifiers: list[Any]) -> None:
+    """The Data Docs pages of these results and suites, then the index (GX's incremental build)."""
+    ctx.build_data_docs(resource_identifiers=identifiers, build_index=True)
 
 
 def run_suite(
@@ -182,12 +214,20 @@ def run_suite(
     (False, [-2])
     """
     ctx = _context(None if data_dir is None else str(Path(data_dir).resolve()))
-    cp = checkpoint(ctx, f"{suite}.{table}", expectations, data_docs=data_dir is not None)
+    cp = checkpoint(ctx, f"{suite}.{table}", expectations)
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     run = cp.run(batch_parameters={"dataframe": df}, expectation_parameters=dict(parameters or {}),
                  run_id=RunIdentifier(run_name=run_name))
-    res = next(iter(run.run_results.values()))
+    result_id, res = next(iter(run.run_results.items()))
+    if data_dir is not None:
+        ids = [result_id, ExpectationSuiteIdentifier(name=res.suite_name)]
+        pending = _PENDING_DOCS.get()
+        if pending is None:
+            _build_docs(ctx, ids)
+        else:
+            pending.extend(ids)
     checks = []
     for r in res.results:
         kw = {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}

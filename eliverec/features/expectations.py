@@ -110,14 +110,17 @@ def validate_samples(settings: Any, date: str) -> dict[str, Any]:
 
 def validate_window(settings: Any, dates: list[str]) -> dict[str, Any]:
     """Validate every day (all reports written first); raise one ``ValidationFailed`` listing every failure."""
+    from eliverec.data.validation import docs_once
+
     out: dict[str, Any] = {}
     problems: list[str] = []
-    for date in dates:
-        try:
-            out[date] = validate_samples(settings, date)
-        except ValidationFailed as exc:
-            out[date] = {"date": date, "success": False}
-            problems.append(str(exc))
+    with docs_once(Path(settings.data_dir)):  # one Data Docs build for the window, not one per day
+        for date in dates:
+            try:
+                out[date] = validate_samples(settings, date)
+            except ValidationFailed as exc:
+                out[date] = {"date": date, "success": False}
+                problems.append(str(exc))
     if problems:
         raise ValidationFailed("\n".join(problems))
     return out

@@ -1,5 +1,5 @@
 """Great Expectations as its users run it: a file context in the data root, suites saved once, a Checkpoint
-per suite, Data Docs rebuilt on every validation and served by ``eliverec ui docs`` (opened in headless Chromium)."""
+per suite, Data Docs rebuilt once per validation (not once per table) and served by ``eliverec ui docs`` (opened in headless Chromium)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import subprocess
 import orjson
 import pytest
 
+from eliverec.data import validation
 from eliverec.data.ingest import DAY_MS, ingest_day
 from eliverec.data.suites import validate_day
 from eliverec.data.validation import data_docs_index, gx_project_dir
+from eliverec.errors import ValidationFailed
 from tests.browser import CHROMIUM, NO_CHROMIUM, chromium, free_port, stop, wait_http
-from tests.data.conftest import DATE, good_lines, line
+from tests.data.conftest import DATE, ev, good_lines, line
 
 NEXT = "2026-09-02"
 
@@ -52,6 +54,40 @@ def test_suites_saved_once_checkpoint_per_suite_and_data_docs_per_run(two_days):
     assert first["data_docs"] == second["data_docs"] == str(index) and index.is_file()
     pages = list((index.parent / "validations").rglob("*.html"))
     assert len(pages) == len(results)
+
+
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record how many results and suites each Data Docs build of ``validation`` is given."""
+    sizes: list[int] = []
+    build = validation._build_docs
+
+    def counted(ctx, identifiers):
+        sizes.append(len(identifiers))
+        build(ctx, identifiers)
+
+    monkeypatch.setattr(validation, "_build_docs", counted)
+    return sizes
+
+
+def test_a_day_builds_its_data_docs_once_with_a_page_per_table(tiny_settings, raw_day, monkeypatch):
+    raw_day({"events-0.jsonl": good_lines(40)})
+    ingest_day(tiny_settings, DATE)
+    sizes = _count_builds(monkeypatch)
+    validate_day(tiny_settings, DATE)
+    tables = json.loads((tiny_settings.data_dir / "validation" / DATE / "bronze.json").read_text())["tables"]
+    assert sizes == [2 * len(tables)], "one build for the day: every table's result and suite"
+    pages = list((data_docs_index(tiny_settings.data_dir).parent / "validations").rglob("*.html"))
+    assert len(pages) == len(tables)
+
+
+def test_a_failed_day_still_builds_its_data_docs(tiny_settings, raw_day, monkeypatch):
+    raw_day({"events-0.jsonl": [*good_lines(40), line(ev("impression", 98, channel_id="c-ghost"))]})
+    ingest_day(tiny_settings, DATE)
+    sizes = _count_builds(monkeypatch)
+    with pytest.raises(ValidationFailed, match="c-ghost"):
+        validate_day(tiny_settings, DATE)
+    index = data_docs_index(tiny_settings.data_dir)
+    assert len(sizes) == 1 and index.is_file() and "bronze.impression" in index.read_text()
 
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=NO_CHROMIUM)
