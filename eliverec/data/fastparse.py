@@ -55,6 +55,7 @@ SCREEN_LINE_BYTES = 300
 _SCHEMA = pa.schema([("event", pa.string())] + [(f, _target(_KIND[f])) for f in FIELDS])
 _PARSE = pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
 _ROW = re.compile(r"in row (\d+)")
+_STRING_UNDER = re.compile(r"Column\(/(\w+)\) changed from \w+ to string")
 _LONG_NUMBER = re.compile(rb"\d{300}")
 _MAX_DEPTH = 1000  # orjson refuses deeper documents (its limit is 1024)
 _WINDOW = 1 << 14  # lines per reader call: a failure re-reads at most this many lines
@@ -84,7 +85,7 @@ def parse_chunk(
     ends = np.r_[nl, len(data)].astype(np.int64)
     suspect = _screen(data, view, starts, ends)
     suspect |= ends - starts > rules.max_line_bytes  # parse_lines quarantines them as line_too_long
-    good, tables, failed = _read_screened(view, starts, ends, suspect, threads)
+    good, tables, failed = _read_screened(data, view, starts, ends, suspect, threads)
     if tables is None:  # the reader disagrees with the screens: judge every line the slow way
         return parse_lines(data.split(b"\n"), rules, file, file_idx, first_line)
     suspect[good[failed]] = True
@@ -184,14 +185,16 @@ def _joined(view: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> bytes:
     return b"\n".join([data[a:b] for a, b in zip(starts[first].tolist(), ends[last].tolist(), strict=True)]) + b"\n"
 
 
-def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspect: np.ndarray, threads: bool = True
-                   ) -> tuple[np.ndarray, list[pa.Table] | None, np.ndarray]:
+def _read_screened(data: bytes, view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspect: np.ndarray,
+                   threads: bool = True) -> tuple[np.ndarray, list[pa.Table] | None, np.ndarray]:
     """The reader's tables of the lines not ``suspect`` (None: it disagrees with the screens), those
     lines (chunk indices) and the ones among them it refused (indices into them).
 
-    The whole buffer is read at once first; only if the reader refuses it, :func:`_type_screen`
-    marks more lines ``suspect`` (in place) and the rest is read by :func:`_read_lines`. A refusal
-    costs little: the reader stops at the first bad row of the first block.
+    The whole buffer is read at once first. If the reader refuses it for a string under a numeric or
+    boolean field, :func:`_string_values` marks the lines with that key followed by a string
+    ``suspect`` (in place) and the rest is read again, once per such field. Otherwise (or if that does
+    not settle it), :func:`_type_screen` marks more lines and the rest is read by :func:`_read_lines`.
+    A refusal costs little: the reader stops at the first bad row.
     """
     good = np.flatnonzero(~suspect)
     if not len(good):
@@ -202,7 +205,11 @@ def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspe
         buf = pa.py_buffer(_joined(view, starts[good], ends[good]))
     try:
         table = _read(buf, threads=threads and len(good) > _WINDOW)
-    except _READ_ERRORS:
+    except _READ_ERRORS as exc:
+        retried = _read_without_string_values(data, view, starts, ends, suspect, exc, threads)
+        if retried is not None:
+            good = np.flatnonzero(~suspect)
+            return good, ([retried] if retried.num_rows == len(good) else None), np.zeros(0, np.int64)
         hit = _type_screen(view)
         if len(hit):
             suspect[np.searchsorted(starts, hit, side="right") - 1] = True
@@ -211,6 +218,38 @@ def _read_screened(view: np.ndarray, starts: np.ndarray, ends: np.ndarray, suspe
         tables, failed = _read_lines(buf, np.r_[0, np.cumsum(ends[good] - starts[good] + 1)], threads)
         return good, tables, failed
     return good, ([table] if table.num_rows == len(good) else None), np.zeros(0, np.int64)
+
+
+def _read_without_string_values(data: bytes, view: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                                 suspect: np.ndarray, exc: Exception, threads: bool) -> pa.Table | None:
+    """The reader's table once the lines with a string under the numeric or boolean field it names in
+    ``exc`` are ``suspect`` (marked in place), one field at a time; None when a refusal names no such
+    field, or one already screened (then :func:`_type_screen` takes over)."""
+    screened: set[str] = set()
+    while (m := _STRING_UNDER.search(str(exc))) and m.group(1) in _NUMERIC_KEYS and m.group(1) not in screened:
+        screened.add(m.group(1))
+        hit = _string_values(data, m.group(1))
+        if not len(hit):
+            return None
+        suspect[np.searchsorted(starts, hit, side="right") - 1] = True
+        good = np.flatnonzero(~suspect)
+        try:
+            return _read(pa.py_buffer(_joined(view, starts[good], ends[good])), threads and len(good) > _WINDOW)
+        except _READ_ERRORS as again:
+            exc = again
+    return None
+
+
+def _string_values(data: bytes, key: str) -> np.ndarray:
+    """Byte positions of ``"key":"`` (a string value right after the key): C-speed substring search,
+    one pass over the chunk; bad lines are few, so the loop is short."""
+    pattern = b'"' + key.encode() + b'":"'
+    out = []
+    at = data.find(pattern)
+    while at >= 0:
+        out.append(at)
+        at = data.find(pattern, at + 1)
+    return np.asarray(out, np.int64)
 
 
 def _read(buf: pa.Buffer, threads: bool = False) -> pa.Table:

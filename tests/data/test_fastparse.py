@@ -189,3 +189,36 @@ def test_threaded_workers_give_the_same_bytes(tiny_settings, raw_day):
         q = (tiny_settings.data_dir / "quarantine" / DATE / "quarantine.parquet").read_bytes()
         days.append((m, q, {p.name: p.read_bytes() for p in sorted(out.iterdir())}))
     assert days[0] == days[1] and days[0][0]["totals"]["duplicates"] > 0
+
+
+def test_strings_under_numeric_fields_are_found_by_their_key_alone(monkeypatch):
+    """A refusal that names a numeric field screens only ``"field":"`` (one substring search per field
+    named), not every key of the chunk; the result is parse_lines' all the same."""
+    import eliverec.data.fastparse as fp
+
+    def no_full_screen(view):
+        raise AssertionError("the full type screen ran")
+
+    calls = []
+    real = fp._read
+    monkeypatch.setattr(fp, "_type_screen", no_full_screen)
+    monkeypatch.setattr(fp, "_read", lambda buf, threads=False: calls.append(len(buf)) or real(buf, threads))
+    lines = good_lines(300)
+    for i in range(7, 300, 41):
+        lines[i] = line(ev("enter", 20_000 + i, ts="soon"))
+    for i in range(11, 300, 53):
+        lines[i] = line(ev("impression", 30_000 + i, position="3"))
+    for i in range(13, 300, 67):
+        lines[i] = line(ev("impression", 40_000 + i, derived="no"))
+    out = _check(lines)
+    assert len(calls) == 4  # refused, then once per field named (ts, position, derived)
+    assert out.counts == {"bad_type": len(range(7, 300, 41)) + len(range(11, 300, 53)) + len(range(13, 300, 67))}
+
+
+def test_a_string_value_the_key_search_misses_goes_to_the_full_screen():
+    escaped = b'{"event":"enter","event_id":"x1","\\u0074s":"soon","user_id":"u","request_id":"r","channel_id":"c"}'
+    spaced = line(ev("enter", 2))[:-1].replace(b'"ts":', b'"ts": ') + b"}"
+    lines = good_lines(200)
+    lines[50], lines[120] = escaped, spaced.replace(str(T0 + 2).encode(), b'"2"')
+    _check(lines)
+    _check([*good_lines(30), line(ev("enter", 3, ts="soon")), escaped, *good_lines(30, start=90)])
