@@ -13,9 +13,9 @@ largest shard count, for before/after in one run (code without the per-task peak
 ``eliverec.features.shards`` reports a task's worker process's high-water mark, which can include an
 earlier task on that worker). Then ``load_days``
 batches/s (shuffled, batch 2048) on the big window. Writes ``benchmarks/results/features.json``
-and ``.md``.
+and ``.md`` (``features_default.*`` with ``--default-only``).
 
-    .venv/bin/python benchmarks/features.py [--quick] [--shards 2 4] [--baseline REF]
+    .venv/bin/python benchmarks/features.py [--quick] [--shards 2 4] [--baseline REF] [--big-only | --default-only]
 """
 
 from __future__ import annotations
@@ -184,6 +184,9 @@ def main() -> None:
                     help="shard counts of the big window's sharded builds (default 2 4; the worker: one count)")
     ap.add_argument("--baseline", metavar="REF", help="also the sharded build of git revision REF (largest count)")
     ap.add_argument("--big-only", action="store_true", help="only the big window (no default-profile one)")
+    ap.add_argument("--default-only", action="store_true",
+                    help="only the default-profile window (one process, sharded at the first count and --baseline's "
+                         "at it); the loader on it")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="the big window's impressions, clicks, users, products and channels times this (1: 5M)")
     args = ap.parse_args()
@@ -210,9 +213,11 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     try:
         cases = [] if args.big_only else [run_case(root, "default_profile_window", default, days=14, train_days=6,
-                                                   lookback=7, shard_counts=counts[:1])]
-        cases.append(run_case(root, big_name, big, days=6, train_days=4, lookback=1, shard_counts=counts,
-                              baseline=base))
+                                                   lookback=7, shard_counts=counts[:1],
+                                                   baseline=base if args.default_only else None)]
+        if not args.default_only:
+            cases.append(run_case(root, big_name, big, days=6, train_days=4, lookback=1, shard_counts=counts,
+                                  baseline=base))
         loader = loader_speed(Path(cases[-1]["_data"]), cases[-1]["_window"], 2048, 50 if q else 300)
     finally:
         if tree:
@@ -230,7 +235,7 @@ def main() -> None:
                 "slow it down)", "revision": revision()},
         "target_impressions_per_min": 1_000_000, "cases": cases, "loader": loader}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "features_quick" if q else "features"
+    name = "features_quick" if q else "features_default" if args.default_only else "features"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# Feature stage benchmark", "", f"{result['machine']['cpu']}, {result['machine']['cores']} cores "
              f"({result['machine']['note']}).", "",

@@ -10,9 +10,10 @@ worker process; ``flows.cluster`` picks the cluster: ``local`` starts a ``LocalC
 - features: one task per channel shard that looks up every impression's channel stats
   (:func:`~eliverec.features.shards.build_stats_shard`), then one per user shard
   (:func:`~eliverec.features.shards.build_shard`), then one per window day that merges the shards
-  (:func:`~eliverec.features.shards.merge_day`): byte-identical samples and tensors to the
-  single-process build; every task reads only its shard's rows, so memory per worker follows the
-  shard size (``features.shards``), not the day;
+  (:func:`~eliverec.features.shards.merge_day`, a k-way merge of the shards' files): byte-identical
+  samples and tensors to the single-process build; every shard task reads only its shard's rows and
+  a merge a chunk at a time, so memory per worker follows the shard size (``features.shards``) and
+  ``features.chunk_rows``, not the day;
 - monitoring: one task per day (:func:`~eliverec.monitoring.monitor.monitor_day`, reports and
   gates; the Evidently workspace is written by ``flows.monitor``, a single writer).
 
