@@ -195,6 +195,16 @@ def _speedups(cases: list[dict]) -> None:
         c["speedup"] = ", ".join(ups)
 
 
+def _per_line(c: dict) -> str:
+    """CPU microseconds per line (the process and its workers)."""
+    return f"{c['cpu_seconds'] / c['lines'] * 1e6:.2f}" if c.get("cpu_seconds") and c.get("lines") else ""
+
+
+def _busy(c: dict) -> str:
+    """Cores kept busy on average: CPU seconds over wall seconds (at most the cores the load left free)."""
+    return f"{c['cpu_seconds'] / c['seconds']:.2f}" if c.get("cpu_seconds") and c.get("seconds") else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller days (200k and 1M lines)")
@@ -246,14 +256,15 @@ def main() -> None:
     _speedups(cases)
     lines = ["# Ingest throughput", "", f"{machine['cores']} cores, {machine['cpu']} ({machine['note']}; code "
              f"{machine['revision']}).", "",
-             "| day | parser | workers | chunk MB | lines | raw MB | s | lines/s | speed-up | CPU s | load | RSS MB "
-             "before / peak main / peak worker | quarantine | same bronze |",
-             "| --- | --- |" + " ---: |" * 11 + " --- |"]  # fmt: skip
+             "| day | parser | workers | chunk MB | lines | raw MB | s | lines/s | speed-up | CPU s | CPU us/line | "
+             "cores busy | load | RSS MB before / peak main / peak worker | quarantine | same bronze |",
+             "| --- | --- |" + " ---: |" * 13 + " --- |"]  # fmt: skip
     lines += [f"| {c['day']} | {c['parser']} | {c['workers']} | {c['chunk_mb']} | {c['lines']:,} | {c['raw_mb']} | "
               f"{c['seconds']} | {c['lines_per_s']:,} | {c.get('speedup', '')} | {c.get('cpu_seconds', '')} | "
+              f"{_per_line(c)} | {_busy(c)} | "
               f"{c.get('load', '')} | {c['rss_before_mb']} / {c['peak_rss_mb']} / {c['peak_rss_worker_mb']} | "
               f"{c['quarantine_rate']:.2%} | {c['same_bronze']} |" if "error" not in c else
-              f"| {c['day']} | {c['parser']} | {c['workers']} | {c['chunk_mb']} | failed: {c['error']} |||||||||"
+              f"| {c['day']} | {c['parser']} | {c['workers']} | {c['chunk_mb']} | failed: {c['error']} |||||||||||"
               for c in cases]  # fmt: skip
     (out / "ingest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -592,6 +592,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _n_buckets(day_bytes: int, chunk_bytes: int, workers: int) -> int:
+    """Dedup partitions and time ranges: one per ``chunk_bytes`` of input (memory), rounded up to a
+    multiple of ``workers`` so that the threads of passes B and C finish together (bronze bytes do
+    not depend on it)."""
+    need = max(1, math.ceil(day_bytes / chunk_bytes))
+    return need if need == 1 else workers * math.ceil(need / workers)
+
+
 def ingest_day(settings: Settings, date: str, progress: bool = False) -> dict[str, Any]:
     """Ingest one day's raw logs into bronze and quarantine; returns the manifest.
 
@@ -604,7 +612,7 @@ def ingest_day(settings: Settings, date: str, progress: bool = False) -> dict[st
     rules = Rules(settings.ingest.max_id_len, start - tol, start + DAY_MS - 1 + tol, settings.ingest.chunk_bytes)
     files = event_files(settings, date)
     names = [p.relative_to(settings.data_dir).as_posix() for p in files]
-    n_buckets = max(1, math.ceil(_estimate_bytes(files) / settings.ingest.chunk_bytes))
+    n_buckets = _n_buckets(_estimate_bytes(files), settings.ingest.chunk_bytes, settings.ingest.workers)
     acct = _Accounting(
         [
             {"file": n, "bytes": p.stat().st_size, "lines_read": 0, "accepted": 0, "quarantined": {}, "duplicates": 0}
