@@ -484,7 +484,7 @@ def _pass_b(
                 tables[e] = _read_parts(parts, bronze_schema(e))
         keep, c = _dedup_bucket(tables, n_files)
         for e, mask in keep.items():
-            kept = tables[e].filter(pa.array(mask))
+            kept = tables[e] if mask.all() else tables[e].filter(pa.array(mask))
             if not kept.num_rows:
                 continue
             ts = kept["ts"].to_numpy()
