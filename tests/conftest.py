@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,30 @@ PARAMS = REPO / "params.yaml"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@functools.cache
+def _empty_store() -> Path:
+    """An empty MLflow store with every schema migration applied, made once per test process."""
+    from mlflow import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix="eliverec-empty-store-"))
+    atexit.register(shutil.rmtree, folder, True)
+    MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db").search_experiments()
+    return folder / "mlflow.db"
+
+
+def tracking_uri(folder: Path) -> str:
+    """``sqlite:///<folder>/mlflow.db``, a new store copied from :func:`_empty_store` when the file is not there yet.
+
+    MLflow applies its schema migrations to every new database (3-6 s on 2 cores, and most tests
+    start one); the copy is the same empty store, made in milliseconds.
+    """
+    db = Path(folder) / "mlflow.db"
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_empty_store(), db)
+    return f"sqlite:///{db}"
+
+
 @pytest.fixture
 def tiny_settings(tmp_path: Path):
     """Tiny-profile settings whose data root and MLflow store live in a temporary folder."""
@@ -26,7 +54,7 @@ def tiny_settings(tmp_path: Path):
 
     return load_settings(
         "tiny",
-        overrides=[f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db"],
+        overrides=[f"tracking.uri={tracking_uri(tmp_path / 'mlruns')}"],
         params=PARAMS,
         data_dir=tmp_path / "data",
     )

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 
 from eliverec.config import Settings, load_settings
-from tests.conftest import PARAMS
+from tests.conftest import PARAMS, tracking_uri
 
 
 def tiny(root: Path, *overrides: str) -> Settings:
     """Tiny-profile settings with the data root and MLflow store under ``root``."""
-    return load_settings("tiny", overrides=[f"tracking.uri=sqlite:///{root}/mlruns/mlflow.db", *overrides],
+    return load_settings("tiny", overrides=[f"tracking.uri={tracking_uri(root / 'mlruns')}", *overrides],
                          params=PARAMS, data_dir=root / "data")
 
 

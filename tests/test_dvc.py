@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tracking_uri
 
 STAGES = ("ingest", "validate", "features", "bootstrap", "train", "evaluate", "register", "gate", "plots")
 
@@ -32,7 +32,7 @@ def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     shutil.copytree(REPO / "eliverec", work / "eliverec", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["profile"] = "tiny"
-    params["tracking"]["uri"] = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    params["tracking"]["uri"] = tracking_uri(tmp_path / "mlruns")
     params["profiles"]["tiny"]["train"]["max_steps"] = 30
     params["gate"]["latency_budget_ms"] = 60000  # a loaded CI machine must not decide this pipeline test
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.chaos.common import KILL_POINTS, SEED, leftovers
-from tests.conftest import PARAMS
+from tests.conftest import PARAMS, tracking_uri
 
 pytestmark = pytest.mark.slow
 #: Register's write window is short: more tries, so that at least one kill lands inside it.
@@ -28,7 +28,7 @@ REGISTER_KILL_POINTS = 5
 def _train(data_dir: Path, *extra: str) -> subprocess.Popen:
     from tests.serving.helpers import VOCAB
 
-    sets = [*VOCAB, f"tracking.uri=sqlite:///{data_dir}/mlflow.db", "train.max_minutes=0", "train.eval_every=0",
+    sets = [*VOCAB, f"tracking.uri={tracking_uri(data_dir)}", "train.max_minutes=0", "train.eval_every=0",
             "train.checkpoint_every=10"]
     cmd = [sys.executable, "-m", "eliverec", "train", "--profile", "tiny", "--params", str(PARAMS),
            "--data-dir", str(data_dir), "--run-name", "chaos", *extra]
@@ -86,7 +86,7 @@ def _register(data_dir: Path, result: Path) -> subprocess.Popen:
 
     cmd = [sys.executable, "-m", "eliverec", "register", "--train-result", str(result), "--profile", "tiny",
            "--params", str(PARAMS), "--data-dir", str(data_dir)]
-    for s in [*VOCAB, f"tracking.uri=sqlite:///{data_dir}/mlflow.db"]:
+    for s in [*VOCAB, f"tracking.uri={tracking_uri(data_dir)}"]:
         cmd += ["--set", s]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -33,7 +33,7 @@ from eliverec.scoring.metrics import compute_metrics
 from eliverec.scoring.scores import predict, scored_frame
 from eliverec.training.trainer import train
 from eliverec.world import World
-from tests.conftest import PARAMS
+from tests.conftest import PARAMS, tracking_uri
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("oracle")
     fast = ["tracking.log_model=false", "train.checkpoint_every=0", "train.max_steps=15", "features.seq_len=20",
             "features.vocab.user=3001", "features.vocab.product=15013", "features.vocab.channel=601"]
-    s = load_settings("tiny", overrides=[f"tracking.uri=sqlite:///{tmp}/mlflow.db", *fast], params=PARAMS,
+    s = load_settings("tiny", overrides=[f"tracking.uri={tracking_uri(tmp)}", *fast], params=PARAMS,
                       data_dir=tmp / "data")
     summary = simulate(s, progress=False)
     for date in summary["dates"]:

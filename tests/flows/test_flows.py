@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from eliverec import registry
+from tests.conftest import tracking_uri
 from tests.pipeline import tiny
 
 pytestmark = pytest.mark.slow
 
 
 def _overrides(root: Path, *extra: str) -> list[str]:
-    return [f"tracking.uri=sqlite:///{root}/mlruns/mlflow.db", "train.max_steps=30",
+    return [f"tracking.uri={tracking_uri(root / 'mlruns')}", "train.max_steps=30",
             "gate.latency_budget_ms=60000", *extra]
 
 

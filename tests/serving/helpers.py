@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 
 from eliverec.config import Settings, load_settings
-from tests.conftest import PARAMS
+from tests.conftest import PARAMS, tracking_uri
 
 # Small vocabularies keep the tiny networks (and their training) small; every stage uses the same ones.
 VOCAB = ["features.vocab.user=5003", "features.vocab.product=5003", "features.vocab.brand=503",
@@ -39,7 +39,7 @@ class TinyWorld:
         Events carry the simulated world's time, so the service's event age bound is off unless overridden.
         """
         data = copy_world(self, tmp / "data") if private else self.root
-        return load_settings("tiny", overrides=[*VOCAB, f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db",
+        return load_settings("tiny", overrides=[*VOCAB, f"tracking.uri={tracking_uri(tmp / 'mlruns')}",
                                                 "serving.reload_poll_s=0.5", "serving.event_max_age_s=0",
                                                 *overrides],
                              params=PARAMS, data_dir=data)

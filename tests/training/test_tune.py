@@ -19,7 +19,7 @@ from eliverec.errors import EliverecError
 from eliverec.training.params_file import write_tuned
 from eliverec.training.trainer import with_model
 from eliverec.training.tune import dim_choices, search_space, tune
-from tests.conftest import PARAMS
+from tests.conftest import PARAMS, tracking_uri
 from tests.training.toy import BUILDER, LOSS, tiny_vocab, write_features
 
 TUNED = {"eliverec": {"train": {"lr": 0.005}, "model": {"dim": 16, "lambda1": 0.3}}}
@@ -117,7 +117,7 @@ def test_write_round_trips_and_keeps_every_other_line(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- tune
 def tune_world(tmp_path: Path, *overrides: str) -> tuple[Settings, list[str]]:
     """Tiny settings (lr and dim free to search) and 3 synthetic feature days."""
-    base = [f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", "train.epochs=1", "features.train_days=2"]
+    base = [f"tracking.uri={tracking_uri(tmp_path / 'mlruns')}", "train.epochs=1", "features.train_days=2"]
     s = load_settings("tiny", overrides=[*base, *overrides], params=PARAMS, data_dir=tmp_path / "data")
     return s, write_features(s.data_dir, "2026-09-01", 3, 600, tiny_vocab(s), 12)
 

@@ -127,8 +127,9 @@ def write_features(data_dir: Path, start: str, days: int, rows: int, vocab: Mapp
 def toy_settings(tmp_path: Path, *overrides: str) -> Settings:
     """Tiny-profile settings in ``tmp_path`` tuned for the toy model (learning rate, short logging)."""
     from eliverec.config import load_settings
+    from tests.conftest import tracking_uri
 
-    base = [f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", "train.lr=0.01", "train.epochs=2",
+    base = [f"tracking.uri={tracking_uri(tmp_path / 'mlruns')}", "train.lr=0.01", "train.epochs=2",
             "train.checkpoint_every=5", "train.log_every=3", "features.train_days=2", "model.dim=8"]
     return load_settings("tiny", overrides=[*base, *overrides], params=Path(__file__).resolve().parents[2]
                          / "params.yaml", data_dir=tmp_path / "data")
