@@ -272,12 +272,15 @@ class _Stream:
         table = pa.Table.from_batches(self.pending, schema=_parquet_schema()).select(_KEYS)
         return table.append_column(ROW, pa.array(self.order))
 
-    def take(self, count: int) -> tuple[pa.Table, dict[str, np.ndarray]]:
-        """The next ``count`` rows (pending ones): their sample rows and tensors."""
+    def take(self, count: int, out: dict[str, np.ndarray], at: np.ndarray) -> pa.Table:
+        """The next ``count`` rows (pending ones): their tensors into rows ``at`` of ``out`` (one tensor
+        read at a time), their sample rows returned."""
         table = pa.Table.from_batches(self.pending, schema=_parquet_schema())
         head, rest = table.slice(0, count), table.slice(count)
         self.pending, self.order = rest.to_batches(), self.order[count:]
-        return head, {k: r.read(count) for k, r in self.tensors.items()}
+        for k, r in self.tensors.items():
+            out[k][at] = r.read(count)
+        return head
 
     def close(self) -> None:
         self._opened.close()
@@ -307,15 +310,13 @@ def _next_rows(streams: list[_Stream], want: int, ahead: int) -> np.ndarray:
 def _merge_chunk(streams: list[_Stream], m: int, shapes: dict[str, tuple[int, ...]], ahead: int
                  ) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """The day's next ``m`` rows from the shards (one merge step or, when a step falls short, several)."""
-    tables, arrays, done = [], [], 0
+    arrays = {k: np.empty((m, *s[1:]), DISK_DTYPES[k]) for k, s in shapes.items()}
+    tables: list[pa.Table] = []
+    done = 0
     while done < m:
-        table, part = _gather(_next_rows(streams, m - done, ahead), streams, shapes)
-        tables.append(table)
-        arrays.append(part)
-        done += table.num_rows
-    if len(tables) == 1:
-        return tables[0], arrays[0]
-    return pa.concat_tables(tables).combine_chunks(), {k: np.concatenate([a[k] for a in arrays]) for k in shapes}
+        tables.append(_gather(_next_rows(streams, m - done, ahead), streams, {k: v[done:] for k, v in arrays.items()}))
+        done += tables[-1].num_rows
+    return (tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()), arrays
 
 
 def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n: int, root: Path) -> dict[str, Any]:
@@ -369,11 +370,10 @@ def _write_merged(settings: Any, spec: FeatureSpec, day: dt.date, split: str, wi
     return summary
 
 
-def _gather(src: np.ndarray, streams: list[_Stream], shapes: dict[str, tuple[int, ...]]
-            ) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """One output chunk: row ``i`` comes from shard ``src[i]`` (each shard's rows in their order)."""
+def _gather(src: np.ndarray, streams: list[_Stream], out: dict[str, np.ndarray]) -> pa.Table:
+    """Rows from the shards, row ``i`` from shard ``src[i]`` (each shard's rows in their order): their
+    tensors into the first ``len(src)`` rows of ``out``, their sample rows returned."""
     m = len(src)
-    arrays = {k: np.empty((m, *s[1:]), DISK_DTYPES[k]) for k, s in shapes.items()}
     parts: list[pa.Table] = []
     perm = np.empty(m, np.int64)
     offset = 0
@@ -381,14 +381,11 @@ def _gather(src: np.ndarray, streams: list[_Stream], shapes: dict[str, tuple[int
         at = np.flatnonzero(src == k)
         if not len(at):
             continue
-        table, shard_arrays = stream.take(len(at))
-        for key, v in shard_arrays.items():
-            arrays[key][at] = v
+        parts.append(stream.take(len(at), out, at))
         perm[at] = offset + np.arange(len(at))
         offset += len(at)
-        parts.append(table)
     whole = pa.concat_tables(parts) if parts else _parquet_schema().empty_table()
-    return whole.take(pa.array(perm)).combine_chunks(), arrays
+    return whole.take(pa.array(perm)).combine_chunks()
 
 
 def build_sharded(settings: Any, end_date: str, train_days: int | None, n: int, validate: bool = False
