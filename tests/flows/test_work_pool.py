@@ -53,6 +53,7 @@ def test_prefect_yaml_schedules_match_params() -> None:
     assert crons["monitor"] == {"cron": flows["monitor_cron"], "timezone": flows["timezone"]}
 
 
+@pytest.mark.slow
 def test_deployments_run_through_a_work_pool_and_worker(server, tmp_path: Path) -> None:
     import httpx
 
