@@ -88,7 +88,7 @@ from eliverec.layout import (
 ROW_GROUP_ROWS = 262_144  # fixed, so that output bytes do not depend on chunking
 #: Bytes of lines per parse task (at most ``ingest.chunk_bytes``): small enough that the threads share a
 #: day's work evenly and the first task starts early; outputs do not depend on it.
-TASK_BYTES = 4 << 20
+TASK_BYTES = 8 << 20
 _READ_BYTES = 1 << 20
 _INFLATE_ERRORS = (zlib.error, isal_zlib.error)
 _SPILL_IPC = ipc.IpcWriteOptions()  # uncompressed: spills are read back memory-mapped, without a copy
