@@ -19,9 +19,12 @@ Last, :func:`stage_profile` times each stage of one request in this process, the
 after side by side on the same model and state (request parsing, features, forward pass, whole
 ``rank``): the profile that says where the remaining time goes.
 
+``--scoring-threads N`` adds this checkout's service with ``serving.scoring_threads=N`` (ONNX Runtime
+releases the GIL, so two threads can overlap one request's forward with the next one's features).
+
 Output: ``benchmarks/results/serving.json`` and ``serving.md`` (``--quick``: shorter runs, fewer rates).
 
-    .venv/bin/python benchmarks/serving.py [--quick] [--baseline REF]
+    .venv/bin/python benchmarks/serving.py [--quick] [--baseline REF] [--scoring-threads N]
 """
 
 from __future__ import annotations
@@ -77,14 +80,16 @@ def register_champion(tmp: Path) -> tuple[str, dict]:
                  "seq_len": s.features.seq_len, "parameters": int(n_params), "weights": "initial (untrained)"}
 
 
-def start_service(tmp: Path, uri: str, port: int, code: Path = ROOT) -> subprocess.Popen:
-    """``eliverec serve`` of the checkout at ``code`` (this one, or a baseline worktree) on ``port``."""
+def start_service(tmp: Path, uri: str, port: int, code: Path = ROOT, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """``eliverec serve`` of the checkout at ``code`` (this one, or a baseline worktree) on ``port``; ``extra``:
+    more ``--set KEY=VALUE`` settings."""
     env = {**os.environ, "ELIVEREC_ADMIN_TOKEN": TOKEN, "ELIVEREC_PRODUCER_TOKEN": PRODUCER,
            "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(code)}
     cmd = [sys.executable, "-c", "from eliverec.cli import app; app()", "serve", "--profile", "default",
            "--data-dir", str(tmp / f"data-{port}"), "--params", str(code / "params.yaml"),
            "--set", f"tracking.uri={uri}", "--set", "serving.reload_poll_s=0", "--port", str(port),
-           "--set", "serving.event_max_age_s=0"]  # the warm-up events carry a fixed (past) time
+           "--set", "serving.event_max_age_s=0",  # the warm-up events carry a fixed (past) time
+           *(a for kv in extra for a in ("--set", kv))]
     log = tmp / f"service-{port}.log"
     proc = subprocess.Popen(cmd, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
     deadline = time.monotonic() + 180
@@ -293,6 +298,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs and fewer rates")
     ap.add_argument("--baseline", metavar="REF", help="also measure the service of this git revision")
+    ap.add_argument("--scoring-threads", type=int, metavar="N",
+                    help="also measure this checkout with serving.scoring_threads=N (default service: 1)")
     args = ap.parse_args()
     seconds = 5.0 if args.quick else 15.0
     rates = [50, 100, 200, 300] if args.quick else [50, 100, 150, 200, 300, 400, 500, 600]
@@ -303,12 +310,18 @@ def main() -> None:
         uri, model = register_champion(tmp)
         codes = {"after": ROOT}
         uris = {"after": uri}
+        extra: dict[str, tuple[str, ...]] = {}
+        if args.scoring_threads:
+            threads = f"after, {args.scoring_threads} scoring threads"
+            codes[threads], uris[threads] = ROOT, uri
+            extra[threads] = (f"serving.scoring_threads={args.scoring_threads}",)
         if args.baseline:
             base = f"before ({args.baseline})"
             codes = {base: baseline_tree(args.baseline, tmp), **codes}
             uris[base] = register_with(codes[base], tmp / "baseline-store")
         port0 = 18000 + os.getpid() % 1000
-        procs = {c: start_service(tmp, uris[c], port0 + i, path) for i, (c, path) in enumerate(codes.items())}
+        procs = {c: start_service(tmp, uris[c], port0 + i, path, extra.get(c, ()))
+                 for i, (c, path) in enumerate(codes.items())}
         urls = {c: f"http://127.0.0.1:{port0 + i}" for i, c in enumerate(codes)}
         try:
             warm = {c: warm_state(u, ts, np.random.default_rng(0)) for c, u in urls.items()}
@@ -336,7 +349,8 @@ def write_results(args: argparse.Namespace, facts: dict, model: dict, results: l
     best = {c: sustained(results, c) for c in codes}
     out = {"benchmark": "serving", "quick": args.quick, "machine": facts, "model": model,
            "candidates_per_request": CANDIDATES, "users": USERS, "seconds_per_rate": seconds, "warm_events": warm,
-           "service": "1 uvicorn worker, scoring threads 1, runtime threads 1, same 2-core machine as the client",
+           "service": "1 uvicorn worker, scoring threads 1 (unless the code column says otherwise), runtime threads 1, "
+                      "same 2-core machine as the client",
            "client": "aiohttp open loop, bodies serialised in advance", "codes": codes,
            "results": results, "target_p99_under_20ms_at_100rps": bool(at100 and at100["p99_ms"] < 20
                                                                         and not at100["errors"]),
@@ -372,7 +386,8 @@ def markdown(out: dict, best: dict) -> list[str]:
               "the workers (one core each) or replicas a rate needs at that maximum:", "",
               "| code | sustained req/s per worker | 500 req/s | 1,000 req/s | 5,000 req/s |",
               "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {c} | {b} | " + " | ".join(str(-(-rate // b)) if b else "n/a" for rate in (500, 1000, 5000)) + " |"
+    lines += [f"| {c} | {b or 'none measured'} | "
+              + " | ".join(str(-(-rate // b)) if b else "n/a" for rate in (500, 1000, 5000)) + " |"
               for c, b in best.items()]
     lines += ["", "Where a request's scoring time goes (in-process, same model and state, median per request of "
               "the scoring thread's CPU time and wall time; before and after stages alternate):", "",
