@@ -511,7 +511,10 @@ def _threads(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> It
 
 # --------------------------------------------------------------------------- pass C: sort and write
 class _FixedGroupWriter:
-    """Parquet writer whose row groups always hold ``ROW_GROUP_ROWS`` rows (the last fewer)."""
+    """Parquet writer whose row groups always hold ``ROW_GROUP_ROWS`` rows (the last fewer), each
+    written from one contiguous Arrow chunk per column: the writer's pages and its fallback from
+    dictionary to plain encoding follow the input's chunks, so the file's bytes then depend on the
+    rows alone, not on how many tables (tasks, partitions, time ranges) they arrived in."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.writer = pq.ParquetWriter(path, schema, compression="zstd")
@@ -527,13 +530,19 @@ class _FixedGroupWriter:
         if self.rows >= ROW_GROUP_ROWS:
             whole = pa.concat_tables(self.buf)
             n_full = (whole.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
-            self.writer.write_table(whole.slice(0, n_full), row_group_size=ROW_GROUP_ROWS)
+            for start in range(0, n_full, ROW_GROUP_ROWS):
+                self._write(whole.slice(start, ROW_GROUP_ROWS))
             rest = whole.slice(n_full)
             self.buf, self.rows = [rest], rest.num_rows
 
+    def _write(self, group: pa.Table) -> None:
+        if any(c.num_chunks > 1 for c in group.columns):
+            group = group.combine_chunks()
+        self.writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+
     def close(self) -> None:
         if self.rows:
-            self.writer.write_table(pa.concat_tables(self.buf), row_group_size=ROW_GROUP_ROWS)
+            self._write(pa.concat_tables(self.buf))
         self.writer.close()
 
 

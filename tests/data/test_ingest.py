@@ -320,3 +320,27 @@ def test_task_size_changes_no_output_byte(tiny_settings, raw_day, monkeypatch):
     whole = day()
     monkeypatch.setattr(ingest, "TASK_BYTES", 2000)  # many tasks per file
     assert day() == whole
+
+
+def test_bronze_writer_bytes_follow_the_rows_not_their_chunks(tmp_path):
+    """Enough distinct ids that the parquet writer falls back from dictionary to plain encoding
+    within a row group: where it does so followed the input's chunks, so bronze bytes changed with
+    the number of partitions (ingest.chunk_bytes, and ingest.workers once partitions were rounded to
+    the workers). Every chunking of the same rows now gives the same file."""
+    import pyarrow as pa
+
+    from eliverec.data.ingest import ROW_GROUP_ROWS, _FixedGroupWriter
+
+    n = ROW_GROUP_ROWS + 60_000
+    rows = pa.table({"event_id": pa.array([f"event-{i:09d}" for i in range(n)]), "ts": pa.array(range(n))})
+    files = []
+    for cuts in ([n], [1000, 150_000, n - 151_000], [ROW_GROUP_ROWS - 5, 10, n - ROW_GROUP_ROWS - 5]):
+        w = _FixedGroupWriter(tmp_path / f"{len(files)}.parquet", rows.schema)
+        start = 0
+        for size in cuts:
+            w.write(pa.Table.from_batches(rows.slice(start, size).to_batches(max_chunksize=7_000)))
+            start += size
+        w.close()
+        files.append((tmp_path / f"{len(files)}.parquet").read_bytes())
+    assert files[0] == files[1] == files[2]
+    assert pq.read_table(tmp_path / "0.parquet").equals(rows)
