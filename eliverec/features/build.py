@@ -331,6 +331,7 @@ def _write_day(settings: Any, spec: FeatureSpec, ctx: Context, imp: pa.Table, vi
             writer.write_table(_parquet_block(day, block, arrays, extras))
             acc.add(arrays, extras["has_stats"].to_numpy(zero_copy_only=False))
             progress.advance(task, len(block))
+            del arrays, extras  # before the next chunk is made: one chunk at a time, not two
     for m in mm.values():
         m.close()
     progress.remove_task(task)

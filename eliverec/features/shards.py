@@ -358,6 +358,7 @@ def _write_merged(settings: Any, spec: FeatureSpec, day: dt.date, split: str, wi
                 mm[k].write(v)
             writer.write_table(table)
             acc.add(arrays, table["has_stats"].to_numpy(zero_copy_only=False))
+            del table, arrays  # before the next chunk is made: one chunk at a time, not two
     for m in mm.values():
         m.close()
     users, channels = (read_dimension(Path(settings.data_dir), day, d) for d in ("users", "channels"))
