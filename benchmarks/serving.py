@@ -252,8 +252,8 @@ def stage_profile(tmp: Path, uri: str, ts: int, n: int, rounds: int) -> list[dic
     the thread's CPU time (robust to waiting for a core on a shared machine) and of the wall time.
     """
     from eliverec.config import load_settings
+    from eliverec.scoring.runtime import TorchScorer
     from eliverec.serving.app import build_service
-    from eliverec.serving.runtime import TorchScorer
     from eliverec.serving.schemas import RankRequest
 
     os.environ.update({"ELIVEREC_ADMIN_TOKEN": TOKEN, "ELIVEREC_PRODUCER_TOKEN": PRODUCER})

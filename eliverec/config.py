@@ -389,7 +389,7 @@ class ServingConfig(Section):
     warm_days: int = Field(default=2, ge=0)  # latest bronze days that warm the online state
     max_candidates: int = Field(default=1000, ge=1)  # per /rank request
     torch_threads: int = Field(default=1, ge=1)  # intra-op threads for scoring (torch or ONNX Runtime)
-    runtime: Literal["onnx", "torch"] = "onnx"  # scoring runtime (eliverec/serving/runtime.py; torch if export fails)
+    runtime: Literal["onnx", "torch"] = "onnx"  # scoring runtime (eliverec/scoring/runtime.py; torch if export fails)
     scoring_threads: int = Field(default=1, ge=1)  # /rank requests scored at the same time per process
     log_flush_ms: int = Field(default=200, ge=1)  # served impressions and events reach disk within this
     log_retries: int = Field(default=3, ge=1)  # failed log writes in a row before /healthz and /events say 503

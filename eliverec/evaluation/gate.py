@@ -14,7 +14,7 @@ same held-out day in one run and applies these checks (thresholds in ``params.ya
 - ``finite``: no NaN or infinite output on the whole day.
 - ``latency``: p99 time to score one request of ``latency_candidates`` candidates within
   ``latency_budget_ms``, on the runtime the service would use (``serving.runtime``: the ONNX Runtime
-  export checked against torch at load, or torch; :func:`eliverec.serving.runtime.build_scorer`, one
+  export checked against torch at load, or torch; :func:`eliverec.scoring.runtime.build_scorer`, one
   user, in process).
 - ``ope/watch`` (only with ``gate.ope: true``): the off-policy estimate of watches per feed
   (``ope.estimator``, :mod:`eliverec.evaluation.offpolicy`) may not be significantly below the champion's.
@@ -186,12 +186,12 @@ def absolute_checks(cand: dict[str, float], finite: bool, latency_p99_ms: float,
 
 
 def serving_scorer(settings: Settings, network: Any, spec: dict[str, Any] | None = None) -> Any:
-    """The network as the service would score it (:mod:`eliverec.serving.models`): ``serving.runtime``,
+    """The network as the service would score it (as :mod:`eliverec.serving.models` loads it): ``serving.runtime``,
     ``serving.torch_threads`` and the feature spec saved with the model (``spec``; else the settings' own)."""
-    from eliverec.serving.models import saved_spec
-    from eliverec.serving.runtime import build_scorer
+    from eliverec.features.hashing import FeatureSpec
+    from eliverec.scoring.runtime import build_scorer
 
-    fs = saved_spec(spec or {}, settings)
+    fs = FeatureSpec.saved(spec or {}, settings)
     return build_scorer(network, fs.vocab, fs.seq_len, settings.serving.runtime, settings.serving.torch_threads,
                         name=f"gate latency ({getattr(network, 'name', '')})")
 

@@ -145,6 +145,14 @@ class FeatureSpec:
         return cls(vocab=dict(sorted(f.vocab.items())), salt=f.hash_salt, seq_len=f.seq_len,
                    min_stay_ms=f.min_stay_ms, dynamic_cats=batch.DYNAMIC_CATS, fields=fields)
 
+    @classmethod
+    def saved(cls, data: dict[str, Any], settings: Any) -> FeatureSpec:
+        """The spec saved with a model (``data``: its JSON; its ``spec_hash`` is recomputed), or the settings' own
+        when the model saved none."""
+        if not data:
+            return cls.from_settings(settings)
+        return cls(**{k: v for k, v in data.items() if k != "spec_hash"})
+
     @property
     def spec_hash(self) -> str:
         """Short sha256 of the canonical JSON of the spec."""

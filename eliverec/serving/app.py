@@ -29,7 +29,7 @@ process (``Service.scorer``): the loop keeps reading and answering requests (JSO
 (``serving.torch_threads``) does not fight itself over 2 cores. A request's features come from the
 state's rows (:mod:`eliverec.serving.features`); the forward pass computes the candidate-independent
 user state once per request and runs on ``serving.runtime`` (ONNX Runtime by default, torch under
-``torch.inference_mode`` otherwise; :mod:`eliverec.serving.runtime`).
+``torch.inference_mode`` otherwise; :mod:`eliverec.scoring.runtime`).
 Model reloads and log writes run in background threads.
 """
 

@@ -9,7 +9,7 @@ weights), the service keeps the models it has and reports the error on ``/health
 
 A version is loaded through ``mlflow.pyfunc`` and unwrapped: the service scores with the torch
 network's serving forward (no pandas on the request path), exported to ONNX Runtime when
-``serving.runtime`` is ``onnx`` (:mod:`eliverec.serving.runtime`, checked against torch at load), and
+``serving.runtime`` is ``onnx`` (:mod:`eliverec.scoring.runtime`, checked against torch at load), and
 reads the feature spec saved with it, so each variant builds its features exactly as its own
 training data was built.
 """
@@ -28,7 +28,7 @@ import torch
 
 from eliverec.config import Settings
 from eliverec.features.hashing import FeatureSpec
-from eliverec.serving.runtime import Scorer, TorchScorer, build_scorer
+from eliverec.scoring.runtime import Scorer, TorchScorer, build_scorer
 
 log = logging.getLogger(__name__)
 ALIASES: tuple[str, str] = ("champion", "challenger")
@@ -46,7 +46,7 @@ class LoadedModel:
     model_name: str
     loaded_at: float
     settings: dict[str, Any] = field(default_factory=dict)  # the settings it was built with
-    scorer: Scorer | None = None  # the network on serving.runtime (eliverec/serving/runtime.py); None: torch
+    scorer: Scorer | None = None  # the network on serving.runtime (eliverec/scoring/runtime.py); None: torch
 
     def score(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Task scores of one request's batch (one user, one row per candidate)."""
@@ -74,19 +74,11 @@ def load_version(settings: Settings, alias: str, version: str) -> LoadedModel:
     network = loaded.network
     if not hasattr(network, "score"):
         raise RuntimeError(f"{uri} is not an eLiveRec ranker (a pyfunc RankerModel around a ranking network)")
-    spec = saved_spec(loaded.spec, settings)
+    spec = FeatureSpec.saved(loaded.spec, settings)
     scorer = build_scorer(network, spec.vocab, spec.seq_len, settings.serving.runtime, settings.serving.torch_threads,
                           name=f"{uri} ({getattr(network, 'name', '')})")
     return LoadedModel(alias, str(version), uri, network, spec, str(getattr(network, "name", "")), time.time(),
                        loaded.settings, scorer)
-
-
-def saved_spec(data: dict[str, Any], settings: Settings) -> FeatureSpec:
-    """The feature spec saved with the model (the current settings' spec when the model has none)."""
-    if not data:
-        return FeatureSpec.from_settings(settings)
-    data = {k: v for k, v in data.items() if k != "spec_hash"}
-    return FeatureSpec(**data)
 
 
 class ModelManager:

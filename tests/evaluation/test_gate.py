@@ -159,7 +159,7 @@ def test_the_latency_check_times_the_runtime_that_serves(tiny_settings) -> None:
     from eliverec.evaluation.gate import request_latency_ms, serving_scorer
     from eliverec.features.batch import random_batch
     from eliverec.models import build_model
-    from eliverec.serving.runtime import OnnxScorer, TorchScorer
+    from eliverec.scoring.runtime import OnnxScorer, TorchScorer
 
     net = build_model(tiny_settings).eval()
     onnx = serving_scorer(tiny_settings.model_copy(update={"serving": tiny_settings.serving.model_copy(

@@ -9,8 +9,8 @@ import torch
 from eliverec.config import load_settings
 from eliverec.features.batch import LABELS, random_batch
 from eliverec.models import build_model
-from eliverec.serving import runtime
-from eliverec.serving.runtime import INPUTS, OnnxScorer, TorchScorer, build_scorer
+from eliverec.scoring import runtime
+from eliverec.scoring.runtime import INPUTS, OnnxScorer, TorchScorer, build_scorer
 from tests.conftest import PARAMS
 
 

@@ -46,7 +46,8 @@ class ToyModel(nn.Module):
         return {"watch": out[:, 0], "stay_time": out[:, 1], "goods_bag": out[:, 2], "product_click": out[:, 3],
                 "reg": reg, "reg/l2": reg, "shared": shared}
 
-    def score(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def score(self, batch: Mapping[str, torch.Tensor], share_user: bool = False) -> dict[str, torch.Tensor]:
+        """``RankingModel.score``'s interface; the toy has no user state to share."""
         out = self.forward(batch)
         return {"watch": torch.sigmoid(out["watch"])}
 
