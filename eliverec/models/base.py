@@ -83,10 +83,13 @@ def distinct_user_rows(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
     ...      "product_seq": torch.zeros(4, 2, 3), "channel_seq": torch.zeros(4, 2, 3)}
     >>> [t.tolist() for t in distinct_user_rows(b)]
     [[0, 2, 3], [0, 0, 1, 2]]
+    >>> [t.tolist() for t in distinct_user_rows({k: v[:1] for k, v in b.items()})]  # one row
+    [[0], [0]]
     """
     same = batch["user"][1:] == batch["user"][:-1]
     for k in USER_KEYS[1:]:
-        same &= (batch[k][1:] == batch[k][:-1]).reshape(len(same), -1).all(dim=1)
+        eq = batch[k][1:] == batch[k][:-1]
+        same &= eq.flatten(1).all(dim=1) if eq.dim() > 1 else eq
     starts = torch.cat([same.new_ones(1), ~same])
     return starts.nonzero().squeeze(1), starts.cumsum(0) - 1
 

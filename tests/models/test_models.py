@@ -60,6 +60,21 @@ def test_output_contract_and_all_padding_no_nan(name: str) -> None:
     assert logs["loss/total"] == pytest.approx(float(total.detach()))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_one_row_batch_trains_and_scores(name: str) -> None:
+    """A batch of one row (a data set's last batch, a one-candidate request) goes through every path."""
+    model = make(name)
+    b = batch(1)
+    out = model(b)
+    total, _ = MultiTaskLoss(settings_for(name))(out, b, model)
+    total.backward()
+    model.eval()
+    with torch.no_grad():
+        shared, per_row = model.score(b, share_user=True), model.score(b, share_user=False)
+    assert torch.isfinite(total) and out["watch"].shape == (1,)
+    assert torch.allclose(shared["watch"], per_row["watch"], atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["eliverec", "eliverec_wo_p", "eliverec_din", "eliverec_hgn", "eliverec_cross",
                                   "din_dual", "dien_dual", "bst_dual", "eta_dual", "wdl_dual", "hgn_dual", "can_dual",
                                   "minet", "dasl", "conet", "dtcdr", "ddtcdr"])
