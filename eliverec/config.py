@@ -94,7 +94,7 @@ class IngestConfig(Section):
     max_id_len: int = Field(ge=1)
     max_quarantine_rate: float = Field(ge=0.0, le=1.0)
     chunk_bytes: int = Field(ge=1024)
-    workers: int = Field(default=2, ge=1)  # processes parsing chunks in parallel (1: in-process)
+    workers: int = Field(default=2, ge=1)  # parse/dedup/write threads (line-by-line parser: processes)
     fast_parse: bool = True  # pyarrow's JSON reader per chunk, orjson only for lines it cannot judge
 
 
