@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -493,18 +493,43 @@ class _Accumulator:
                 "share_with_stats": round(self.sums.get("has_stats", 0.0) / d, 4)}
 
 
-def collisions(spec: FeatureSpec, users: pa.Table, channels: pa.Table) -> dict[str, int]:
-    """Distinct raw values that share a hash slot with another, per space, in this day's dimension tables."""
-    out: dict[str, int] = {}
-    for space, table, column in (("gender", users, "gender"), ("age_bucket", users, "age_bucket"),
-                                 ("city_tier", users, "city_tier"), ("user", users, "user_id"),
-                                 ("channel", channels, "channel_id"), ("anchor", channels, "anchor_id"),
-                                 ("category", channels, "top_category")):
-        uniq = pc.unique(pc.fill_null(table[column].combine_chunks().cast(pa.string()), UNKNOWN))
+#: The hash-collision count's vocabulary spaces and their columns in the users / channels snapshots.
+USER_SPACES = (("gender", "gender"), ("age_bucket", "age_bucket"), ("city_tier", "city_tier"), ("user", "user_id"))
+CHANNEL_SPACES = (("channel", "channel_id"), ("anchor", "anchor_id"), ("category", "top_category"))
+
+
+def _distinct(table: pa.Table, column: str) -> pa.Array:
+    return pc.unique(pc.fill_null(table[column].combine_chunks().cast(pa.string()), UNKNOWN))
+
+
+def users_part(spec: FeatureSpec, users: pa.Table) -> dict[str, np.ndarray]:
+    """What :func:`collisions` needs of (a part of) a users snapshot, parts split by user id: the
+    distinct values of the small spaces, the number of distinct user ids and their hash slots."""
+    out = {space: np.asarray(_distinct(users, column).to_pylist(), dtype=str) for space, column in USER_SPACES[:3]}
+    ids = _distinct(users, "user_id")
+    return out | {"user_count": np.int64(len(ids)), "user_slots": np.unique(spec.hash(ids, "user"))}
+
+
+def collisions(spec: FeatureSpec, users: pa.Table | None, channels: pa.Table,
+               parts: Iterable[Mapping[str, np.ndarray]] | None = None) -> dict[str, int]:
+    """Distinct raw values that share a hash slot with another, per space, in this day's dimension tables
+    (``parts``: instead of ``users``, the :func:`users_part` of each part of it, taken one at a time)."""
+    small: dict[str, set[str]] = {space: set() for space, _ in USER_SPACES[:3]}
+    seen, count = np.zeros(spec.vocab["user"], bool), 0
+    for part in parts if parts is not None else [users_part(spec, users)]:  # type: ignore[arg-type]
+        for space, values in small.items():
+            values.update(part[space].tolist())
+        count += int(part["user_count"])
+        seen[part["user_slots"]] = True
+    out = {space: int(len(values) - len(np.unique(spec.hash(pa.array(sorted(values), pa.string()), space))))
+           for space, values in small.items()}
+    out["user"] = count - int(seen.sum())
+    for space, column in CHANNEL_SPACES:
+        uniq = _distinct(channels, column)
         out[space] = int(len(uniq) - len(np.unique(spec.hash(uniq, space))))
-    small = {k: v for k, v in out.items() if v and k in ("gender", "age_bucket", "city_tier")}
-    if small:
-        log.warning("hash collisions in small vocabularies %s: raise features.vocab for them", small)
+    few = {k: v for k, v in out.items() if v and k in ("gender", "age_bucket", "city_tier")}
+    if few:
+        log.warning("hash collisions in small vocabularies %s: raise features.vocab for them", few)
     return out
 
 

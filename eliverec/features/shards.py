@@ -26,8 +26,9 @@ memory follows its shard, not the day:
    plain file reads), and written chunk by chunk (``features.chunk_rows``). ``samples.parquet``, the tensors
    and the day summary are byte-identical to :func:`~eliverec.features.build.build_features`
    (tested). Its memory: about three chunks (the output chunk, the shards' pending batches of
-   :func:`batch_rows` rows each), not the day; plus the day's users snapshot for the hash-collision
-   count of the summary.
+   :func:`batch_rows` rows each), not the day; the summary's hash-collision count comes from each
+   user shard's part of the users snapshot (:func:`~eliverec.features.build.users_part`), read one
+   at a time.
 
 :func:`build_sharded` runs both steps in this process (tests, no cluster); ``flows/scale.py`` runs
 them as Prefect tasks on a Dask cluster (``flows.cluster``).
@@ -41,7 +42,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,7 @@ from eliverec.features.build import (
     finish_build,
     plan_window,
     scan_days,
+    users_part,
 )
 from eliverec.features.hashing import FeatureSpec
 from eliverec.features.pointintime import AsOfIndex, EventLog, latest_stats
@@ -158,6 +161,10 @@ def build_shard(settings: Any, end_date: str, train_days: int | None, k: int, n:
 
     days, used = scan_days(settings, train, test, history, shard=(k, n), out=out, stats=stats,
                            batch_rows=batch_rows(int(settings.features.chunk_rows), n))
+    spec, where = FeatureSpec.from_settings(settings), of_partition("user_id", k, n) if n > 1 else None
+    for day in [*train, test]:  # the merge's hash-collision count takes the users snapshot by shard
+        np.savez(_users_file(root, k, day), **users_part(spec, read_dimension(Path(settings.data_dir), day, "users",
+                                                                              where)))
     return {"shard": k, "rows": sum(d["rows"] for d in days.values()), "used_history": used,
             "seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
             "peak_rss_mb": _peak_rss_mb()}
@@ -173,6 +180,21 @@ _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.r
 def _rows_file(root: Path, k: int, day: dt.date) -> Path:
     """User shard ``k``'s bronze row index of every sample of ``day``, in sample order (the merge's tie-break)."""
     return root / f"shard-{k:04d}" / f"{day.isoformat()}.rows.npy"
+
+
+def _users_file(root: Path, k: int, day: dt.date) -> Path:
+    """User shard ``k``'s part of ``day``'s users snapshot for the hash-collision count (:func:`users_part`)."""
+    return root / f"shard-{k:04d}" / f"{day.isoformat()}.users.npz"
+
+
+def _users_parts(files: list[Path]) -> Iterator[dict[str, np.ndarray]]:
+    """The shards' :func:`users_part` files, one at a time (the merge never holds the users snapshot)."""
+    for path in files:
+        try:
+            with np.load(path) as part:
+                yield {k: part[k] for k in part.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path}: missing or unreadable ({exc}); {_REBUILD}") from exc
 
 
 def batch_rows(chunk: int, n: int) -> int:
@@ -332,7 +354,8 @@ def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n:
             streams.append(_Stream(root / f"shard-{k:04d}" / day.isoformat(), _rows_file(root, k, day),
                                    _shapes(spec, 0)))
         rows = sum(s.rows for s in streams)
-        summary = _write_merged(settings, spec, day, split, window, streams, rows, 2 * batch_rows(chunk, n))
+        users = [_users_file(root, k, day) for k in range(n)]
+        summary = _write_merged(settings, spec, day, split, window, streams, rows, 2 * batch_rows(chunk, n), users)
     finally:
         for s in streams:
             s.close()
@@ -341,8 +364,9 @@ def merge_day(settings: Any, day: dt.date, split: str, window: list[dt.date], n:
 
 
 def _write_merged(settings: Any, spec: FeatureSpec, day: dt.date, split: str, window: list[dt.date],
-                  streams: list[_Stream], rows: int, ahead: int) -> dict[str, Any]:
-    """Write the day's folder from the shards' streams, as :func:`~eliverec.features.build._write_day` does."""
+                  streams: list[_Stream], rows: int, ahead: int, users: list[Path]) -> dict[str, Any]:
+    """Write the day's folder from the shards' streams, as :func:`~eliverec.features.build._write_day` does
+    (the hash-collision count from the shards' parts of the users snapshot, ``users``)."""
     shapes = _shapes(spec, rows)
     chunk = int(settings.features.chunk_rows)
     final = settings.layout.features(day)
@@ -361,10 +385,10 @@ def _write_merged(settings: Any, spec: FeatureSpec, day: dt.date, split: str, wi
             del table, arrays  # before the next chunk is made: one chunk at a time, not two
     for m in mm.values():
         m.close()
-    users, channels = (read_dimension(Path(settings.data_dir), day, d) for d in ("users", "channels"))
+    channels = read_dimension(Path(settings.data_dir), day, "channels")
     summary = {"date": day.isoformat(), "split": split, "window": [window[0].isoformat(), window[-1].isoformat()],
                "spec_hash": spec.spec_hash, "rows": rows, **acc.result(),
-               "hash_collisions": collisions(spec, users, channels)}
+               "hash_collisions": collisions(spec, None, channels, _users_parts(users))}
     (tmp / FEATURE_SPEC).write_text(spec.to_json())
     (tmp / DAY_SUMMARY).write_text(json.dumps(summary, indent=2))
     _swap_in(tmp, final)

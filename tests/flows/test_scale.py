@@ -140,7 +140,8 @@ tracemalloc.start()
 merge_day(settings, as_date(day), "test", [as_date(day)], 2, Path(root))
 print(json.dumps({"numpy": tracemalloc.get_traced_memory()[1], "arrow": pa.default_memory_pool().max_memory()}))
 """
-SYNTH_OVERRIDES = ("features.seq_len=6", "features.lookback_days=0", "features.chunk_rows=500")
+SYNTH_OVERRIDES = ("features.seq_len=6", "features.lookback_days=0", "features.chunk_rows=500",
+                   "features.vocab.user=257")  # 300 users: user-id hash collisions, split across shards
 
 
 def _synthetic_shards(root, impressions: int):
@@ -171,13 +172,16 @@ def synthetic(tmp_path_factory):
 
 def test_merge_of_synthetic_shards_is_byte_identical_with_ties_across_shards(synthetic):
     import datetime as dt
+    import json
 
     from eliverec.features.shards import merge_day
+    from eliverec.layout import DAY_SUMMARY
 
     settings, end, single = synthetic[2_000]
     day = dt.date.fromisoformat(end)
     merge_day(settings, day, "test", [day - dt.timedelta(days=1), day], 2, settings.data_dir.parent / "shards")
     assert _features(settings) == single
+    assert json.loads(single[f"{end}/{DAY_SUMMARY}"])["hash_collisions"]["user"] > 0  # counted across shards
 
 
 def test_merge_memory_does_not_grow_with_the_day(synthetic):
@@ -202,20 +206,21 @@ def test_merge_memory_does_not_grow_with_the_day(synthetic):
 
 
 @pytest.mark.parametrize("damage", ["samples.arrow:truncate", "tensors/product_seq.npy:truncate",
-                                    "tensors/user.npy:remove", "rows:remove", "samples.arrow:remove"])
+                                    "tensors/user.npy:remove", "rows:remove", "samples.arrow:remove", "users:remove"])
 def test_merge_names_a_missing_or_truncated_shard_file(synthetic, tmp_path, damage):
     import datetime as dt
     import shutil
 
     from eliverec.errors import DataError
-    from eliverec.features.shards import _rows_file, merge_day
+    from eliverec.features.shards import _rows_file, _users_file, merge_day
 
     settings, end, _ = synthetic[2_000]
     root = tmp_path / "shards"
     shutil.copytree(settings.data_dir.parent / "shards", root)
     day = dt.date.fromisoformat(end)
     name, how = damage.split(":")
-    path = _rows_file(root, 1, day) if name == "rows" else root / "shard-0001" / end / name
+    files = {"rows": _rows_file(root, 1, day), "users": _users_file(root, 1, day)}
+    path = files.get(name, root / "shard-0001" / end / name)
     if how == "remove":
         path.unlink()
     else:
