@@ -30,7 +30,8 @@ def _empty_store() -> Path:
 
     folder = Path(tempfile.mkdtemp(prefix="eliverec-empty-store-"))
     atexit.register(shutil.rmtree, folder, True)
-    MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db").search_experiments()
+    uri = f"sqlite:///{folder}/mlflow.db"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
     return folder / "mlflow.db"
 
 

@@ -97,7 +97,8 @@ def _versions(data_dir: Path) -> list[tuple[str, str, dict[str, str]]]:
     from eliverec.config import load_settings
 
     name = load_settings("tiny", params=PARAMS).tracking.registered_model
-    client = MlflowClient(tracking_uri=f"sqlite:///{data_dir}/mlflow.db")
+    uri = f"sqlite:///{data_dir}/mlflow.db"  # the registry too: a registry URI set in-process by an earlier test
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # (mlflow.set_registry_uri) would win otherwise
     return sorted((mv.version, mv.run_id, dict(mv.tags)) for mv in client.search_model_versions(f"name='{name}'"))
 
 
