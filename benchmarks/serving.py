@@ -146,6 +146,43 @@ def server_cpu(pid: int) -> tuple[float, float]:
     return loop, total
 
 
+def gc_totals(url: str) -> dict[str, float] | None:
+    """The service's cyclic-GC pauses so far from ``/metrics`` (``eliverec_gc_pause_seconds``; absent in code
+    before it existed): collections of every generation, full (generation 2) ones, their seconds, and pauses
+    of at least 10 ms."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {"collections": 0.0, "full": 0.0, "seconds": 0.0, "over_10ms": 0.0}
+    fams = [f for f in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text)
+            if f.name == "eliverec_gc_pause_seconds"]
+    if not fams:
+        return None
+    for fam in fams:
+        for smp in fam.samples:
+            if smp.name.endswith("_count"):
+                out["collections"] += smp.value
+                out["full"] += smp.value if smp.labels.get("generation") == "2" else 0.0
+                out["over_10ms"] += smp.value
+            elif smp.name.endswith("_sum"):
+                out["seconds"] += smp.value
+            elif smp.name.endswith("_bucket") and smp.labels.get("le") == "0.01":
+                out["over_10ms"] -= smp.value
+    return out
+
+
+def service_side(url: str, since_ms: float, gc0: dict[str, float] | None) -> dict:
+    """What the service saw of one rate: its own p99 of a request's scoring (from the scoring thread's start, so
+    without queueing) and the GC pauses since ``gc0`` (a large client p99 with a small service p99 is queueing)."""
+    st = httpx.get(f"{url}/admin/stats", params={"since_ms": since_ms}, timeout=30,
+                   headers={"Authorization": f"Bearer {TOKEN}"}).json()["variants"]["champion"]
+    gc1 = gc_totals(url)
+    out = {"service_p99_ms": round(st["p99_ms"], 2) if st["p99_ms"] is not None else None}
+    if gc0 is None or gc1 is None:
+        return out
+    return out | {"gc_full": int(gc1["full"] - gc0["full"]), "gc_over_10ms": int(gc1["over_10ms"] - gc0["over_10ms"]),
+                  "gc_ms": round((gc1["seconds"] - gc0["seconds"]) * 1000, 1)}
+
+
 def request_bodies(n: int, ts: int, seed: int) -> list[bytes]:
     """``n`` /rank bodies (random user, 100 distinct random candidates, top 8), serialised before the clock starts."""
     rng = np.random.default_rng(seed)
@@ -230,11 +267,12 @@ def measure(urls: dict[str, str], procs: dict[str, subprocess.Popen], rates: lis
     live = list(urls)
     for i, rate in enumerate(rates):
         for code in (live if i % 2 == 0 else live[::-1]):
+            gc0, since = gc_totals(urls[code]), time.time() * 1000.0
             cpu0 = server_cpu(procs[code].pid)
             r = {"code": code, **asyncio.run(run_rate(urls[code], rate, seconds, ts, seed=i))}
             cpu = [(b - a) * 1000 / r["requests"] for a, b in zip(cpu0, server_cpu(procs[code].pid), strict=True)]
             r |= {"server_cpu_ms": round(cpu[1], 2), "loop_cpu_ms": round(cpu[0], 2),
-                  "load_avg_1min": round(os.getloadavg()[0], 2)}
+                  "load_avg_1min": round(os.getloadavg()[0], 2), **service_side(urls[code], since, gc0)}
             results.append(r)
             print(json.dumps(r), flush=True)
         live = [c for c in live if not any(r["code"] == c and r["offered_rps"] == rate
@@ -365,6 +403,12 @@ def write_results(args: argparse.Namespace, facts: dict, model: dict, results: l
     print("\n".join(markdown(out, best)))
 
 
+def _gc_cell(r: dict) -> str:
+    if "gc_ms" not in r:
+        return "-"
+    return f"{r['gc_full']} / {r['gc_over_10ms']} / {r['gc_ms']}"
+
+
 def markdown(out: dict, best: dict) -> list[str]:
     """The tables of serving.md."""
     facts, model = out["machine"], out["model"]
@@ -374,12 +418,15 @@ def markdown(out: dict, best: dict) -> list[str]:
              f"{model['parameters']} parameters, {model['weights']}. {CANDIDATES} candidates per request, "
              f"{out['client']} in a separate process over loopback, one uvicorn worker. Server CPU: CPU time of the "
              "service process per request (all threads; loop: the event-loop thread: HTTP, validation).", "",
-             "| code | offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/req "
-             "| loop CPU ms/req | load (1 min) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Service p99: the service's own p99 of scoring a request (from the scoring thread's start: no queueing). "
+             "GC: the service's cyclic garbage collections during the rate (full ones; pauses of 10 ms or more; "
+             "their total ms; '-' where the code has no GC metric).", "",
+             "| code | offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | errors | service p99 ms "
+             "| server CPU ms/req | loop CPU ms/req | GC full / >=10 ms / ms | load (1 min) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['code']} | {r['offered_rps']} | {r['achieved_rps']} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r['p99_ms']} | {r['errors']} | {r['server_cpu_ms']} | {r['loop_cpu_ms']} | {r['load_avg_1min']} |"
-              for r in out["results"]]
+              f"{r['p99_ms']} | {r['errors']} | {r.get('service_p99_ms')} | {r['server_cpu_ms']} | "
+              f"{r['loop_cpu_ms']} | {_gc_cell(r)} | {r['load_avg_1min']} |" for r in out["results"]]
     lines += ["", f"p99 < 20 ms at 100 req/s with no errors: **{out['target_p99_under_20ms_at_100rps']}**; "
               f"p99 < 10 ms at 200 req/s with no errors: **{out['target_p99_under_10ms_at_200rps']}**.", "",
               "Sustained maximum rate per worker (p99 < 20 ms, no errors; the highest offered rate measured) and "

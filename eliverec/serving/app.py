@@ -89,6 +89,10 @@ class Metrics:
         self.fallbacks = Counter("eliverec_fallbacks", "Requests served by the champion instead", ["reason"],
                                  registry=self.registry)
         self.version = Gauge("eliverec_model_version", "Loaded registry version", ["alias"], registry=self.registry)
+        self.gc_pause = Histogram("eliverec_gc_pause_seconds", "Cyclic garbage collections: every thread of the "
+                                  "process waits while one runs", ["generation"], buckets=LATENCY_BUCKETS,
+                                  registry=self.registry)
+        self._gc_started = 0.0
         self.recent: dict[str, deque[tuple[float, float, bool]]] = {
             v: deque(maxlen=window) for v in ("champion", "challenger")}
 
@@ -97,6 +101,13 @@ class Metrics:
         if not error:
             self.latency.labels(variant).observe(seconds)
         self.recent[variant].append((time.time() * 1000.0, seconds * 1000.0, error))
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """A ``gc.callbacks`` hook: times each collection into :attr:`gc_pause` (installed while serving)."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            self.gc_pause.labels(str(info.get("generation", "?"))).observe(time.perf_counter() - self._gc_started)
 
     def stats(self, since_ms: float) -> dict[str, Any]:
         """Per assigned variant since ``since_ms`` (wall clock): requests, errors, latency quantiles."""
@@ -388,8 +399,12 @@ def create_app(settings: Settings, service: Service | None = None, freeze_gc: bo
         await asyncio.get_running_loop().run_in_executor(None, svc.start)
         if freeze_gc:
             log.info("froze %d objects out of the cyclic garbage collector", freeze_heap())
-        yield
-        svc.stop()
+        gc.callbacks.append(svc.metrics.on_gc)
+        try:
+            yield
+        finally:
+            gc.callbacks.remove(svc.metrics.on_gc)
+            svc.stop()
 
     app = FastAPI(title="eLiveRec ranking service", version="1", lifespan=lifespan)
     app.state.service = svc

@@ -141,6 +141,22 @@ def test_metrics_are_prometheus_text_per_variant(live, world: TinyWorld) -> None
     assert 'eliverec_events_total{event="leave"}' in text and 'eliverec_model_version{alias="champion"} 1.0' in text
 
 
+def test_metrics_time_the_garbage_collector(live) -> None:
+    import gc
+    import re
+
+    run, _ = live
+
+    def full_collections() -> float:
+        text = httpx.get(f"{run.url}/metrics").text
+        found = re.search(r'^eliverec_gc_pause_seconds_count\{generation="2"\} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = full_collections()
+    gc.collect()  # the service runs in this process: its hook sees this full collection
+    assert full_collections() == before + 1
+
+
 def test_reload_on_alias_change_without_dropping_requests(live, world: TinyWorld) -> None:
     run, s = live
     v2 = register_untrained(s, seed=1)
