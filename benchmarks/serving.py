@@ -20,7 +20,9 @@ after side by side on the same model and state (request parsing, features, forwa
 ``rank``): the profile that says where the remaining time goes.
 
 ``--scoring-threads N`` adds this checkout's service with ``serving.scoring_threads=N`` (ONNX Runtime
-releases the GIL, so two threads can overlap one request's forward with the next one's features).
+releases the GIL, so two threads can overlap one request's forward with the next one's features);
+``--variant "serving.gil_switch_ms=1"`` adds one with any settings. ``--rates`` and ``--seconds`` pick the
+rates and their length (results then go to ``serving_custom.*``).
 
 Output: ``benchmarks/results/serving.json`` and ``serving.md`` (``--quick``: shorter runs, fewer rates).
 
@@ -261,8 +263,9 @@ def sustained(results: list[dict], code: str) -> int | None:
 
 
 def measure(urls: dict[str, str], procs: dict[str, subprocess.Popen], rates: list[int], seconds: float,
-            ts: int) -> list[dict]:
-    """Every code at every rate (alternating which goes first) until its p99 reaches 50 ms or it errs."""
+            ts: int, stop_at_50ms: bool = True) -> list[dict]:
+    """Every code at every rate (alternating which goes first) until its p99 reaches 50 ms or it errs
+    (``stop_at_50ms``; off for a chosen list of rates, which may repeat one rate to see its spread)."""
     results: list[dict] = []
     live = list(urls)
     for i, rate in enumerate(rates):
@@ -275,8 +278,8 @@ def measure(urls: dict[str, str], procs: dict[str, subprocess.Popen], rates: lis
                   "load_avg_1min": round(os.getloadavg()[0], 2), **service_side(urls[code], since, gc0)}
             results.append(r)
             print(json.dumps(r), flush=True)
-        live = [c for c in live if not any(r["code"] == c and r["offered_rps"] == rate
-                                           and (r["p99_ms"] >= 50 or r["errors"]) for r in results)]
+        live = [c for c in live if not stop_at_50ms or not any(
+            r["code"] == c and r["offered_rps"] == rate and (r["p99_ms"] >= 50 or r["errors"]) for r in results)]
         if not live:
             break
     return results
@@ -338,9 +341,15 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="REF", help="also measure the service of this git revision")
     ap.add_argument("--scoring-threads", type=int, metavar="N",
                     help="also measure this checkout with serving.scoring_threads=N (default service: 1)")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[;KEY=VALUE]",
+                    help="also measure this checkout with these settings (repeatable: one service each)")
+    ap.add_argument("--rates", metavar="R,R,...", help="offered rates to measure (req/s), instead of the default list")
+    ap.add_argument("--seconds", type=float, metavar="S", help="seconds per rate (default 15, --quick 5)")
     args = ap.parse_args()
-    seconds = 5.0 if args.quick else 15.0
+    seconds = args.seconds or (5.0 if args.quick else 15.0)
     rates = [50, 100, 200, 300] if args.quick else [50, 100, 150, 200, 300, 400, 500, 600]
+    if args.rates:
+        rates = [int(r) for r in args.rates.split(",")]
     facts = machine()
     ts = 1_788_566_400_000  # 2026-09-09 12:00 UTC
     with tempfile.TemporaryDirectory(prefix="eliverec-bench-serving-") as d:
@@ -353,6 +362,9 @@ def main() -> None:
             threads = f"after, {args.scoring_threads} scoring threads"
             codes[threads], uris[threads] = ROOT, uri
             extra[threads] = (f"serving.scoring_threads={args.scoring_threads}",)
+        for v in args.variant:
+            name = f"after, {v}"
+            codes[name], uris[name], extra[name] = ROOT, uri, tuple(v.split(";"))
         if args.baseline:
             base = f"before ({args.baseline})"
             codes = {base: baseline_tree(args.baseline, tmp), **codes}
@@ -365,7 +377,7 @@ def main() -> None:
             warm = {c: warm_state(u, ts, np.random.default_rng(0)) for c, u in urls.items()}
             for u in urls.values():
                 asyncio.run(run_rate(u, 50, 2.0, ts, seed=99))  # warm-up (allocator, caches)
-            results = measure(urls, procs, rates, seconds, ts)
+            results = measure(urls, procs, rates, seconds, ts, stop_at_50ms=not args.rates)
             server_stats = {c: httpx.get(f"{u}/admin/stats", headers={"Authorization": f"Bearer {TOKEN}"}).json()
                             ["variants"]["champion"] for c, u in urls.items()}
         finally:
@@ -385,7 +397,8 @@ def write_results(args: argparse.Namespace, facts: dict, model: dict, results: l
     at100 = next((r for r in after if r["offered_rps"] == 100), None)
     at200 = next((r for r in after if r["offered_rps"] == 200), None)
     best = {c: sustained(results, c) for c in codes}
-    out = {"benchmark": "serving", "quick": args.quick, "machine": facts, "model": model,
+    out = {"benchmark": "serving", "quick": args.quick, "custom": bool(args.rates or args.seconds),
+           "machine": facts, "model": model,
            "candidates_per_request": CANDIDATES, "users": USERS, "seconds_per_rate": seconds, "warm_events": warm,
            "service": "1 uvicorn worker, scoring threads 1 (unless the code column says otherwise), runtime threads 1, "
                       "same 2-core machine as the client",
@@ -397,7 +410,7 @@ def write_results(args: argparse.Namespace, facts: dict, model: dict, results: l
            "load_avg_at_end": list(os.getloadavg()),
            "note": "machine shared with other jobs during the run (see load_avg_at_start and each row's load)"}
     OUT.mkdir(parents=True, exist_ok=True)
-    name = "serving_quick" if args.quick else "serving"
+    name = "serving_quick" if args.quick else "serving_custom" if args.rates or args.seconds else "serving"
     (OUT / f"{name}.json").write_text(json.dumps(out, indent=2))
     (OUT / f"{name}.md").write_text("\n".join(markdown(out, best)) + "\n")
     print("\n".join(markdown(out, best)))
@@ -412,7 +425,8 @@ def _gc_cell(r: dict) -> str:
 def markdown(out: dict, best: dict) -> list[str]:
     """The tables of serving.md."""
     facts, model = out["machine"], out["model"]
-    lines = [f"# Serving benchmark ({'quick' if out['quick'] else 'full'})", "",
+    kind = "quick" if out["quick"] else "chosen rates" if out.get("custom") else "full"
+    lines = [f"# Serving benchmark ({kind})", "",
              f"{facts['cores']} cores, {facts['cpu']}; load average at start {facts['load_avg_at_start']}, at end "
              f"{[round(x, 2) for x in out['load_avg_at_end']]}. Model: {model['model']} dim {model['dim']}, "
              f"{model['parameters']} parameters, {model['weights']}. {CANDIDATES} candidates per request, "

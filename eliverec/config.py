@@ -391,6 +391,9 @@ class ServingConfig(Section):
     torch_threads: int = Field(default=1, ge=1)  # intra-op threads for scoring (torch or ONNX Runtime)
     runtime: Literal["onnx", "torch"] = "onnx"  # scoring runtime (eliverec/scoring/runtime.py; torch if export fails)
     scoring_threads: int = Field(default=1, ge=1)  # /rank requests scored at the same time per process
+    # how long a thread holding the GIL runs before a waiting thread may take it (sys.setswitchinterval), in the
+    # served process: the event loop and the scoring thread hand the GIL back and forth on every request
+    gil_switch_ms: float = Field(default=1.0, gt=0.0, le=100.0)
     log_flush_ms: int = Field(default=200, ge=1)  # served impressions and events reach disk within this
     log_retries: int = Field(default=3, ge=1)  # failed log writes in a row before /healthz and /events say 503
     log_max_pending: int = Field(default=1_000_000, ge=1)  # unwritten log rows held; beyond: /events 503

@@ -40,6 +40,7 @@ import gc
 import itertools
 import logging
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -259,7 +260,8 @@ class Service:
                 "state": self.state.describe(), "log": {"instance": self.log.instance, "written": self.log.written,
                                                        "healthy": self.log.healthy, "pending": self.log.pending,
                                                        "last_error_id": self.log.last_error_id},
-                "uptime_s": round(time.time() - self.started_at, 1)}
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "process": {"gil_switch_ms": sys.getswitchinterval() * 1000.0, "gc_frozen": gc.get_freeze_count()}}
         return (200 if ok else 503), body
 
     # ------------------------------------------------------------------ lifecycle
@@ -524,6 +526,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     if bind not in LOOPBACK and producer_token(settings) == LAPTOP_PRODUCER_TOKEN:
         raise EliverecError(f"refusing to serve on {bind} with the laptop producer token from params.yaml: "
                             "set ELIVEREC_PRODUCER_TOKEN (or serving.producer_token) to a secret first")
+    sys.setswitchinterval(settings.serving.gil_switch_ms / 1000.0)
     app = create_app(settings, freeze_gc=True)
     uvicorn.run(app, host=bind, port=port or settings.serving.port, log_level="info",
                 access_log=False)
