@@ -6,6 +6,7 @@ import atexit
 import functools
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -69,6 +70,25 @@ def _isolate_mlflow_env(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv(key, "unset")
         monkeypatch.delenv(key)
     yield
+    _forget_mlflow_uris()
+
+
+def _forget_mlflow_uris() -> None:
+    """Put MLflow's process-wide tracking and registry URIs (set by ``eliverec.store.use_store``) back to unset.
+
+    Otherwise a test that names no URI reads the store of whichever test ran before it in the same
+    worker: a leaked registry URI once made the chaos register test count 0 versions in another store.
+    The module globals are MLflow 3's (pinned in pyproject.toml); a test fails here if they move.
+    """
+    if "mlflow" not in sys.modules:
+        return
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    assert hasattr(tracking_utils, "_tracking_uri") and hasattr(registry_utils, "_registry_uri"), \
+        "MLflow moved its URI globals: update tests/conftest.py _forget_mlflow_uris"
+    tracking_utils._tracking_uri = None
+    registry_utils._registry_uri = None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
