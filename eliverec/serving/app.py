@@ -36,6 +36,7 @@ Model reloads and log writes run in background threads.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import itertools
 import logging
@@ -44,7 +45,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from eliverec.config import Settings
 from eliverec.errors import EliverecError
@@ -71,6 +74,41 @@ log = logging.getLogger(__name__)
 RANKED = ("watch", "stay_time", "goods_bag", "product_click")  # task scores per ranked channel
 ITEM_KEYS = ("channel_id", "position", *RANKED)  # the fields of schemas.RankedChannel, in order
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class GcPauses:
+    """Cyclic garbage collections per generation as the Prometheus histogram ``eliverec_gc_pause_seconds``.
+
+    :meth:`hook` (a ``gc.callbacks`` entry while the app runs) only adds to plain lists: it runs inside
+    a collection, which may start in any thread at any allocation, also while that thread holds a
+    metric's lock (``prometheus_client`` locks are not reentrant), so it must not take one.
+    :meth:`collect` builds the histogram when ``/metrics`` is read.
+    """
+
+    def __init__(self, bounds: tuple[float, ...], clock: Callable[[], float] = time.perf_counter) -> None:
+        self.bounds, self.clock = bounds, clock
+        self.counts = [[0] * (len(bounds) + 1) for _ in range(3)]  # per generation: per bucket, the last is +Inf
+        self.sums = [0.0] * 3
+        self._started = 0.0
+
+    def hook(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = self.clock()
+            return
+        if not self._started:
+            return
+        seconds, gen = self.clock() - self._started, min(int(info.get("generation", 2)), 2)
+        self.counts[gen][bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sums[gen] += seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        fam = HistogramMetricFamily("eliverec_gc_pause_seconds", "Cyclic garbage collections: every thread of "
+                                    "the process waits while one runs", labels=["generation"])
+        for gen in range(3):
+            cumulative = list(itertools.accumulate(self.counts[gen]))
+            les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+            fam.add_metric([str(gen)], list(zip(les, cumulative, strict=True)), self.sums[gen])
+        yield fam
 
 
 class Metrics:
@@ -90,10 +128,8 @@ class Metrics:
         self.fallbacks = Counter("eliverec_fallbacks", "Requests served by the champion instead", ["reason"],
                                  registry=self.registry)
         self.version = Gauge("eliverec_model_version", "Loaded registry version", ["alias"], registry=self.registry)
-        self.gc_pause = Histogram("eliverec_gc_pause_seconds", "Cyclic garbage collections: every thread of the "
-                                  "process waits while one runs", ["generation"], buckets=LATENCY_BUCKETS,
-                                  registry=self.registry)
-        self._gc_started = 0.0
+        self.gc_pauses = GcPauses(LATENCY_BUCKETS)
+        self.registry.register(self.gc_pauses)
         self.recent: dict[str, deque[tuple[float, float, bool]]] = {
             v: deque(maxlen=window) for v in ("champion", "challenger")}
 
@@ -102,13 +138,6 @@ class Metrics:
         if not error:
             self.latency.labels(variant).observe(seconds)
         self.recent[variant].append((time.time() * 1000.0, seconds * 1000.0, error))
-
-    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        """A ``gc.callbacks`` hook: times each collection into :attr:`gc_pause` (installed while serving)."""
-        if phase == "start":
-            self._gc_started = time.perf_counter()
-        elif self._gc_started:
-            self.gc_pause.labels(str(info.get("generation", "?"))).observe(time.perf_counter() - self._gc_started)
 
     def stats(self, since_ms: float) -> dict[str, Any]:
         """Per assigned variant since ``since_ms`` (wall clock): requests, errors, latency quantiles."""
@@ -401,11 +430,11 @@ def create_app(settings: Settings, service: Service | None = None, freeze_gc: bo
         await asyncio.get_running_loop().run_in_executor(None, svc.start)
         if freeze_gc:
             log.info("froze %d objects out of the cyclic garbage collector", freeze_heap())
-        gc.callbacks.append(svc.metrics.on_gc)
+        gc.callbacks.append(svc.metrics.gc_pauses.hook)
         try:
             yield
         finally:
-            gc.callbacks.remove(svc.metrics.on_gc)
+            gc.callbacks.remove(svc.metrics.gc_pauses.hook)
             svc.stop()
 
     app = FastAPI(title="eLiveRec ranking service", version="1", lifespan=lifespan)
