@@ -135,6 +135,9 @@ def test_events_update_the_state_and_everything_served_is_logged_for_ingestion(l
 def test_metrics_are_prometheus_text_per_variant(live, world: TinyWorld) -> None:
     run, _ = live
     _rank(run, world)
+    leave = {"event": "leave", "event_id": f"m-{time.time_ns()}", "ts": _ts(world) - 1000, "user_id": "u7",
+             "request_id": "r-m", "channel_id": "c1", "stay_ms": 1000}
+    assert httpx.post(f"{run.url}/events", json={"events": [leave]}, headers=EVENTS_AUTH).status_code == 200
     text = httpx.get(f"{run.url}/metrics").text
     assert 'eliverec_rank_requests_total{status="ok",variant="champion"}' in text
     assert 'eliverec_rank_latency_seconds_bucket{le="0.05",variant="champion"}' in text
@@ -200,6 +203,12 @@ def test_a_version_that_fails_to_load_leaves_the_old_models_serving(live, world:
     import pandas as pd
 
     run, s = live
+    if "challenger" not in run.service.models.models:  # run alone: the reload test before sets one, to everyone
+        registry.set_challenger(s, register_untrained(s, seed=1), "a loadable challenger")
+        httpx.post(f"{run.url}/admin/reload", headers=AUTH, timeout=60).raise_for_status()
+        everyone = {"experiment": "e", "salt": "s", "buckets": 1000,
+                    "ranges": [{"start": 0, "end": 1000, "variant": "challenger"}]}
+        httpx.put(f"{run.url}/admin/allocation", json=everyone, headers=AUTH).raise_for_status()
     held = run.service.models.models["challenger"].version
 
     class Constant(mlflow.pyfunc.PythonModel):
