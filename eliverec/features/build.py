@@ -205,8 +205,8 @@ def _build(settings: Any, end_date: str, train_days: int | None, validate: bool)
 
 def scan_days(settings: Any, train: list[dt.date], test: dt.date, history: list[dt.date],
               shard: Shard | None = None, out: Path | None = None,
-              stats: Callable[[dt.date, np.ndarray], Stats] | None = None, batch_rows: int | None = None
-              ) -> tuple[dict[str, Any], list[str]]:
+              stats: Callable[[dt.date, np.ndarray], Stats] | None = None, batch_rows: int | None = None,
+              users: Callable[[dt.date, pa.Table], None] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Stream the days in time order and write every window day's samples; ``(day summaries, look-back days used)``.
 
     With ``shard``, only that shard's users (their impressions, clicks, watches and visits) are read,
@@ -214,7 +214,8 @@ def scan_days(settings: Any, train: list[dt.date], test: dt.date, history: list[
     their row indices in the bronze file, in sample order), and the days are written under
     ``out/<date>`` instead of the data root (:mod:`eliverec.features.shards` merges the shards);
     ``batch_rows``: write the samples as :data:`SHARD_SAMPLES` in record batches of at most that many
-    rows (a shard's, read by the merge a batch at a time; see :func:`_samples_writer`).
+    rows (a shard's, read by the merge a batch at a time; see :func:`_samples_writer`); ``users(day, table)``
+    gets each window day's users snapshot as read (in a shard: its users' rows).
     """
     from rich.progress import Progress
 
@@ -245,6 +246,8 @@ def scan_days(settings: Any, train: list[dt.date], test: dt.date, history: list[
                 final = settings.layout.features(day) if out is None else out / day.isoformat()
                 imp = bronze.impressions()
                 pre = stats(day, imp[ROW].to_numpy()) if stats is not None else None
+                if users is not None:
+                    users(day, bronze.users)
                 summary = _write_day(settings, spec, ctx, imp, labels, day, "test" if day == test else "train",
                                      window, progress, final, pre, batch_rows)
                 days[day.isoformat()] = summary

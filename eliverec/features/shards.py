@@ -159,12 +159,13 @@ def build_shard(settings: Any, end_date: str, train_days: int | None, k: int, n:
         np.save(_rows_file(root, k, day), rows.astype(np.int64, copy=False))
         return lookup(day, rows)
 
+    spec = FeatureSpec.from_settings(settings)
+
+    def users(day: dt.date, table: pa.Table) -> None:  # the merge's hash-collision count takes it by shard
+        np.savez(_users_file(root, k, day), **users_part(spec, table))
+
     days, used = scan_days(settings, train, test, history, shard=(k, n), out=out, stats=stats,
-                           batch_rows=batch_rows(int(settings.features.chunk_rows), n))
-    spec, where = FeatureSpec.from_settings(settings), of_partition("user_id", k, n) if n > 1 else None
-    for day in [*train, test]:  # the merge's hash-collision count takes the users snapshot by shard
-        np.savez(_users_file(root, k, day), **users_part(spec, read_dimension(Path(settings.data_dir), day, "users",
-                                                                              where)))
+                           batch_rows=batch_rows(int(settings.features.chunk_rows), n), users=users)
     return {"shard": k, "rows": sum(d["rows"] for d in days.values()), "used_history": used,
             "seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
             "peak_rss_mb": _peak_rss_mb()}
