@@ -16,7 +16,9 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -25,6 +27,8 @@ from typing import Any
 
 from eliverec.data.atomic import write_bytes_atomic
 from eliverec.layout import DataLayout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,9 +96,67 @@ def _context(data_dir: str | None) -> Any:
     if data_dir is None:
         ctx = gx.get_context(mode="ephemeral")
     else:
+        repair_store(gx_project_dir(Path(data_dir)))
         ctx = gx.get_context(mode="file", project_root_dir=str(gx_project_dir(Path(data_dir)).parent))
     ctx.variables.progress_bars = {"globally": False, "profilers": False, "metric_calculations": False}
     return ctx
+
+
+#: The GX stores whose files :func:`repair_store` checks (one JSON object per suite, definition, checkpoint).
+_STORES = ("expectations", "validation_definitions", "checkpoints")
+
+
+#: Top-level keys of a whole ``great_expectations.yml``; GX writes ``data_context_id`` after the data
+#: sources, so a file cut anywhere before it misses at least that key (YAML itself parses most cuts).
+_CONFIG_KEYS = ("config_version", "stores", "expectations_store_name", "validation_results_store_name",
+                "checkpoint_store_name", "data_docs_sites", "data_context_id")
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` holds a whole JSON object (``.json``) or a whole GX config (``.yml``)."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            return isinstance(json.loads(text), dict)
+        config = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and all(config.get(k) is not None for k in _CONFIG_KEYS)
+
+
+def repair_store(project: Path) -> list[Path]:
+    """Move aside the GX store files that a killed write left unreadable; returns where they went.
+
+    GX writes its suites, validation definitions, checkpoints and ``great_expectations.yml`` in place,
+    so a stage killed during a write leaves an empty or half-written file, and every later run fails
+    inside GX ("argument after ** must be a mapping, not NoneType"). Everything in those files is
+    re-created from code by :func:`checkpoint` and :func:`_asset`, so a broken file is moved (not
+    deleted) to ``gx/uncommitted/corrupt/<stamp>/`` and saved again on this run. A broken
+    ``great_expectations.yml`` (the data sources the definitions point at) moves the three stores with
+    it. Stored validation results and Data Docs are kept: GX already skips an unreadable result.
+    """
+    if not project.is_dir():
+        return []
+    config = project / "great_expectations.yml"
+    if config.exists() and not _readable(config):
+        broken = [config, *(project / s for s in _STORES if (project / s).exists())]
+    else:
+        broken = [p for s in _STORES if (project / s).is_dir()
+                  for p in sorted((project / s).rglob("*.json")) if not _readable(p)]
+    if not broken:
+        return []
+    aside = project / "uncommitted" / "corrupt" / time.strftime("%Y%m%dT%H%M%S")
+    moved = []
+    for p in broken:
+        dest = aside / p.relative_to(project)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        p.replace(dest)
+        moved.append(dest)
+    log.warning("Great Expectations store %s: %d unreadable file(s) (an interrupted write) moved to %s; "
+                "they are saved again from the suites in code", project, len(moved), aside)
+    return moved
 
 
 _FINGERPRINT = "eliverec_fingerprint"
