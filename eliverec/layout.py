@@ -19,6 +19,7 @@ registry/audit.jsonl                                               every alias c
 mlflow/mlflow.db, mlflow/artifacts/                                MLflow store (unless tracking.uri is set)
 monitoring/workspace/                                              Evidently workspace (unless monitor.workspace is set)
 gx/                                                                Great Expectations project and Data Docs
+gx/uncommitted/corrupt/<stamp>/                                    store files a killed write left unreadable
 prefect/results/, prefect/home/                                    flows' task results; a private server's home
 .locks/, .staging/                                                 stage locks, half-written outputs
 .settings/<hash>.json                                              a flow's resolved settings for its tasks
@@ -300,6 +301,10 @@ class DataLayout:
         """The Great Expectations project (suites, checkpoints, validation results, Data Docs); GX's own
         folder name for a file context made in :attr:`root` (``gx.get_context(project_root_dir=root)``)."""
         return self.root / "gx"
+
+    def gx_set_aside(self, stamp: str) -> Path:
+        """Where the GX store files that an interrupted write left unreadable are kept (``stamp``: when)."""
+        return self.gx_project() / "uncommitted" / "corrupt" / stamp
 
     def data_docs_index(self) -> Path:
         """The Data Docs home page (rebuilt by every validation)."""

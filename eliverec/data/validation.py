@@ -96,7 +96,7 @@ def _context(data_dir: str | None) -> Any:
     if data_dir is None:
         ctx = gx.get_context(mode="ephemeral")
     else:
-        repair_store(gx_project_dir(Path(data_dir)))
+        repair_store(Path(data_dir))
         ctx = gx.get_context(mode="file", project_root_dir=str(gx_project_dir(Path(data_dir)).parent))
     ctx.variables.progress_bars = {"globally": False, "profilers": False, "metric_calculations": False}
     return ctx
@@ -126,17 +126,18 @@ def _readable(path: Path) -> bool:
     return isinstance(config, dict) and all(config.get(k) is not None for k in _CONFIG_KEYS)
 
 
-def repair_store(project: Path) -> list[Path]:
+def repair_store(data_dir: Path) -> list[Path]:
     """Move aside the GX store files that a killed write left unreadable; returns where they went.
 
     GX writes its suites, validation definitions, checkpoints and ``great_expectations.yml`` in place,
     so a stage killed during a write leaves an empty or half-written file, and every later run fails
     inside GX ("argument after ** must be a mapping, not NoneType"). Everything in those files is
     re-created from code by :func:`checkpoint` and :func:`_asset`, so a broken file is moved (not
-    deleted) to ``gx/uncommitted/corrupt/<stamp>/`` and saved again on this run. A broken
+    deleted) to :meth:`DataLayout.gx_set_aside` and saved again on this run. A broken
     ``great_expectations.yml`` (the data sources the definitions point at) moves the three stores with
     it. Stored validation results and Data Docs are kept: GX already skips an unreadable result.
     """
+    project = gx_project_dir(data_dir)
     if not project.is_dir():
         return []
     config = project / "great_expectations.yml"
@@ -147,7 +148,7 @@ def repair_store(project: Path) -> list[Path]:
                   for p in sorted((project / s).rglob("*.json")) if not _readable(p)]
     if not broken:
         return []
-    aside = project / "uncommitted" / "corrupt" / time.strftime("%Y%m%dT%H%M%S")
+    aside = DataLayout(Path(data_dir)).gx_set_aside(time.strftime("%Y%m%dT%H%M%S"))
     moved = []
     for p in broken:
         dest = aside / p.relative_to(project)

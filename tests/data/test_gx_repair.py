@@ -13,6 +13,7 @@ import pytest
 
 from eliverec.data import validation
 from eliverec.data.validation import gx_project_dir, repair_store, run_suite
+from eliverec.layout import DataLayout
 
 CHECKS = [gxe.ExpectColumnValuesToBeBetween(column="x", min_value=0)]
 FRAME = pd.DataFrame({"x": [1, -2, 3]})
@@ -39,7 +40,7 @@ def test_a_store_file_cut_by_a_kill_is_moved_aside_and_saved_again(tmp_path: Pat
         again = _validate(tmp_path)
 
     assert (again.success, again.failed[0].examples) == (first.success, first.failed[0].examples) == (False, [-2])
-    kept = list((project / "uncommitted" / "corrupt").rglob(Path(stored).name))
+    kept = list(DataLayout(tmp_path).gx_set_aside("x").parent.rglob(Path(stored).name))
     assert [p.read_bytes() for p in kept if p.relative_to(p.parents[len(Path(stored).parts) - 1]) == Path(stored)] \
         == [broken], "the broken file is kept, byte for byte"
     assert (project / stored).read_bytes() != broken, "saved again"
@@ -51,16 +52,16 @@ def test_a_healthy_store_is_left_alone(tmp_path: Path) -> None:
     _validate(tmp_path)
     project = gx_project_dir(tmp_path)
     before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file() and "uncommitted" not in p.parts}
-    assert repair_store(project) == []
+    assert repair_store(tmp_path) == []
     assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file() and "uncommitted" not in p.parts} == before
-    assert not (project / "uncommitted" / "corrupt").exists()
+    assert not DataLayout(tmp_path).gx_set_aside("x").parent.exists()
 
 
 def test_a_broken_config_moves_the_stores_that_point_into_it(tmp_path: Path) -> None:
     _validate(tmp_path)
     project = gx_project_dir(tmp_path)
     (project / "great_expectations.yml").write_text("config_version: [")
-    moved = repair_store(project)
+    moved = repair_store(tmp_path)
     assert {p.relative_to(p.parents[0]).name for p in moved} == \
         {"great_expectations.yml", "expectations", "validation_definitions", "checkpoints"}
     assert not (project / "checkpoints").exists()
