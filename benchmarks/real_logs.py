@@ -1,0 +1,308 @@
+"""eLiveRec and the baselines on logs we did not generate: real room entries, imported by the platform.
+
+The logs are the DRIVER live-streaming sample (``../shared/data/real/driver``: 87,906 room entries of
+17,406 users in 677 rooms over 21 days; see its PROVENANCE.md), optionally with the head of Taobao's
+UserBehavior log as the product domain (``--mapping mappings/driver_taobao.yaml --products ...``;
+that mapping pairs the two logs' users by activity rank, an artificial link, said in the report).
+Nothing here is simulated: the impressions are derived by the import (the entered room plus up to 4
+rooms with an entry within 30 minutes, in a random feed order; ``mappings/driver.yaml``), then the
+platform's own stages run on them: ``import_logs`` -> ``ingest_day`` per day -> ``build_features``
+for the last day (the test day) with the ``--train-days`` days before it.
+
+Every model trains the same way (:func:`eliverec.training.trainer.train`: early stopping on the
+validation tail of the training days, ``train.max_minutes`` per model, the profile's settings; no
+tuning on these logs) and scores the test day at its serving position (the feed order of derived
+impressions is random, so the logged position carries no label). Two references need no training:
+
+- ``popularity``: the room's entries in the training window (what a non-personal ranker would show);
+- ``repeat``: the user's own earlier entries into that room (training window and test day, strictly
+  before the impression), ties broken by popularity: the usual strong baseline on live-streaming
+  logs, where people return to the rooms they know.
+
+Statistics: per seed, the test day's users (raw ids, not hashed ones) are resampled with
+replacement ``--bootstrap`` times, the same draws for every model and reference
+(:func:`eliverec.evaluation.gate.user_draws`), and each model's AUC and gAUC are recomputed under
+every draw; a difference is ``above`` / ``below`` only when its 95 % percentile interval excludes 0.
+Seeds change the models' initialisation and batch order, not the data.
+
+Run: ``python benchmarks/real_logs.py`` (about 10-20 minutes on 2 cores); results in
+``benchmarks/results/real_logs_<mapping>.{json,md}``. Data and checkpoints go under
+``data/real_logs/<mapping>/`` (git-ignored; the logs themselves are not copied into the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real"
+RESULTS = REPO / "benchmarks" / "results"
+MODELS = ["eliverec", "eta_dual", "din_dual", "wdl_dual"]
+REFERENCES = ["popularity", "repeat"]
+CONFIDENCE = 0.95
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _next_prime(n: int) -> int:
+    """The smallest prime >= ``n`` (hashed vocabulary sizes, as in ``params.yaml``).
+
+    >>> _next_prime(20000), _next_prime(2)
+    (20011, 2)
+    """
+    k = max(2, n)
+    while any(k % d == 0 for d in range(2, int(k**0.5) + 1)):
+        k += 1
+    return k
+
+
+def _digest(paths: list[Path], extra: Any) -> str:
+    """Names, sizes and contents' hashes of the input files, plus ``extra`` (settings)."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for p in paths:
+        h.update(f"{p.name}:{p.stat().st_size}".encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def settings_for(args: argparse.Namespace, root: Path, seed: int, vocab: dict[str, int] | None = None) -> Any:
+    """The profile's settings on this data root, with the benchmark's own MLflow store and no model logging."""
+    from eliverec.config import load_settings
+
+    sets = [*args.set, f"seed={seed}", f"features.train_days={args.train_days}",
+            f"tracking.uri=sqlite:///{root}/mlflow.db", "tracking.log_model=false", "tracking.experiment=real-logs",
+            f"train.max_minutes={args.max_minutes}"]
+    sets += [f"features.vocab.{k}={v}" for k, v in (vocab or {}).items()]
+    return load_settings(args.profile, overrides=sets, data_dir=root / "data")
+
+
+def prepare(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Import, ingest and feature the logs once (again when the inputs or settings change); the facts."""
+    from eliverec.data.importer import import_logs
+    from eliverec.data.ingest import ingest_day
+    from eliverec.features.build import build_features
+
+    inputs = [p for p in (args.live, args.products, args.mapping) if p is not None]
+    for p in inputs:
+        if not p.is_file():
+            raise SystemExit(f"{p}: not found. The real samples live in ../shared/data/real (see its README); "
+                             "give --live/--products/--mapping paths that exist")
+    fp = _digest(inputs, {"train_days": args.train_days, "profile": args.profile, "set": args.set})
+    done = root / "_prepared.json"
+    if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp:
+        return json.loads(done.read_text())
+    if root.exists():
+        shutil.rmtree(root)
+    plain = settings_for(args, root, 0)
+    summary = import_logs(plain, live=args.live, products=args.products, mapping=args.mapping)
+    vocab = {"user": _next_prime(2 * int(summary["users"]) + 1),
+             "channel": max(plain.features.vocab["channel"], _next_prime(2 * int(summary["channels"]) + 1))}
+    if summary.get("products"):
+        vocab["product"] = max(plain.features.vocab["product"], _next_prime(2 * int(summary["products"]) + 1))
+    s = settings_for(args, root, 0, vocab)
+    shown = {date: ingest_day(s, date)["tables"]["impression"]["rows"] or 0 for date in summary["dates"]}
+    test_day = max(d for d, n in shown.items() if n > 0)  # room stats may run past the last entry
+    build = build_features(s, test_day)
+    info = {"fingerprint": fp, "test_day": test_day, "dates": [d for d in summary["dates"] if d <= test_day],
+            "vocab": vocab,
+            "import": {k: summary[k] for k in ("events", "derived", "dropped", "users", "channels", "products")
+                       if k in summary},
+            "train_rows": build["train_rows"], "test_rows": build["test_rows"], "train_days": build.get("train_days")}
+    done.write_text(json.dumps(info, indent=2, default=str))
+    return info
+
+
+def test_frame(settings: Any, test_day: str) -> Any:
+    """The test day's rows in tensor order: raw user id, room, time, label (``samples.parquet``)."""
+    import pandas as pd
+
+    from eliverec.features.dataset import load_days
+
+    test = load_days(settings.data_dir, [test_day])
+    rows = pd.read_parquet(settings.layout.samples(test_day), columns=["user_id", "channel_id", "ts", "watch"])
+    if not np.array_equal(rows["watch"].to_numpy() > 0, test.column("watch") > 0):
+        raise RuntimeError(f"{test_day}: samples.parquet and the tensors disagree on the labels")
+    return rows, test
+
+
+def references(settings: Any, info: dict[str, Any], rows: Any) -> dict[str, np.ndarray]:
+    """Scores of the untrained references for the test rows (module docstring)."""
+    import pandas as pd
+
+    days = [d for d in info["dates"] if d < info["test_day"]][-int(settings.features.train_days):]
+    window = pd.concat([pd.read_parquet(settings.layout.samples(d), columns=["user_id", "channel_id", "ts", "watch"])
+                        for d in days], ignore_index=True)
+    seen = window[window["watch"] > 0]
+    pop = rows["channel_id"].map(seen["channel_id"].value_counts()).fillna(0).to_numpy(np.float64)
+    history = pd.concat([seen, rows[rows["watch"] > 0]], ignore_index=True)
+    return {"popularity": pop, "repeat": _earlier(history, rows) + pop / (pop.max() + 1.0)}
+
+
+def _earlier(history: Any, rows: Any) -> np.ndarray:
+    """Per row, the user's entries into the row's room strictly before the row's time (vectorised)."""
+    import pandas as pd
+
+    keys = pd.MultiIndex.from_frame(pd.concat([history, rows])[["user_id", "channel_id"]])
+    codes = pd.factorize(keys)[0].astype(np.int64)
+    h_code, r_code = codes[: len(history)], codes[len(history):]
+    t0 = min(int(history["ts"].min()), int(rows["ts"].min()))
+    span = int(max(history["ts"].max(), rows["ts"].max())) - t0 + 1
+    h = np.sort(h_code * span + (history["ts"].to_numpy(np.int64) - t0))
+    r = r_code * span + (rows["ts"].to_numpy(np.int64) - t0)
+    return (np.searchsorted(h, r, side="left") - np.searchsorted(h, r_code * span, side="left")).astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------------ models
+def train_and_score(settings: Any, model: str, test_day: str, test: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train ``model`` on the window before ``test_day``; its watch scores at the serving position, its facts."""
+    import torch
+
+    from eliverec.evaluation.probe import load_trained
+    from eliverec.scoring.scores import at_position, predict
+    from eliverec.training.trainer import train, with_model
+
+    t0 = time.perf_counter()
+    result = train(with_model(settings, model), model_name=model, end_date=test_day,
+                   run_name=f"{model}-seed{settings.seed}")
+    net = load_trained(result.checkpoint_dir)
+    scores = predict(net, at_position(test, int(net.cfg.serve_position)), settings.evaluation.batch_size,
+                     torch.device("cpu"))["watch"].astype(np.float64)
+    return scores, {"steps": result.steps, "stop_reason": result.stop_reason, "val_auc": result.metrics.get("val/auc"),
+                    "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def metrics_of(rows: Any, scores: np.ndarray, draws: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """AUC, gAUC (point and bootstrap replicates), Prec@10 and NDCG@10 of one score vector."""
+    from eliverec.evaluation.gate import replicates
+    from eliverec.scoring.metrics import topk_metrics
+
+    codes, resampled = draws
+    watch = rows["watch"].to_numpy() > 0
+    reps = replicates(codes, resampled, watch, scores)
+    prec, ndcg = topk_metrics(codes, watch, scores, 10)
+    return {"auc": reps["auc"][0], "gauc": reps["gauc"][0], "prec@10": prec, "ndcg@10": ndcg,
+            "_reps": {k: v[1] for k, v in reps.items()}}
+
+
+def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> dict[str, Any]:
+    """``a - b`` of ``metric`` with its paired percentile interval and a verdict."""
+    from eliverec.evaluation.gate import percentile_interval
+
+    lo, hi = percentile_interval(a["_reps"][metric] - b["_reps"][metric], CONFIDENCE)
+    verdict = "above" if lo > 0 else "below" if hi < 0 else "n.s."
+    return {"diff": float(a[metric] - b[metric]), "lo": lo, "hi": hi, "verdict": verdict}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a short markdown page."""
+    info, m = report["data"], report["machine"]
+    lines = [f"# Real logs: {report['mapping']}", "",
+             f"{info['import']['users']:,} users, {info['import']['channels']:,} rooms, days {info['dates'][0]}.."
+             f"{info['dates'][-1]}; test day {info['test_day']} ({info['test_rows']:,} impressions), "
+             f"{info['train_rows']:,} training impressions from the {report['train_days']} days before it. "
+             f"Profile `{report['profile']}`, `train.max_minutes={report['max_minutes']}`, "
+             f"{report['bootstrap']} user draws, {m['cores']} cores ({m['cpu_model']}), code {report['commit']}.", ""]
+    if report.get("note"):
+        lines += [report["note"], ""]
+    for seed, block in report["seeds"].items():
+        lines += [f"## Seed {seed}", "", "| model | AUC | gAUC | Prec@10 | NDCG@10 | steps | stopped by | train s |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+        for name, r in block["rows"].items():
+            f = r.get("training", {})
+            lines.append(f"| {name} | {r['auc']:.4f} | {r['gauc']:.4f} | {r['prec@10']:.4f} | {r['ndcg@10']:.4f} | "
+                         f"{f.get('steps', '')} | {f.get('stop_reason', '')} | {f.get('seconds', '')} |")
+        lines += ["", "| comparison | metric | difference | 95 % interval | verdict |",
+                  "| --- | --- | ---: | --- | --- |"]
+        for c in block["pairs"]:
+            lines.append(f"| {c['a']} - {c['b']} | {c['metric']} | {c['diff']:+.4f} | [{c['lo']:+.4f}, {c['hi']:+.4f}] "
+                         f"| {c['verdict']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _git_commit() -> str:
+    from eliverec.pipeline import git_commit
+
+    return git_commit()
+
+
+def run_seed(args: argparse.Namespace, root: Path, info: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Every model and reference on one seed, and their paired comparisons."""
+    from eliverec.evaluation.gate import user_draws
+
+    s = settings_for(args, root, seed, info["vocab"])
+    rows, test = test_frame(s, info["test_day"])
+    draws = user_draws(rows["user_id"].to_numpy(), args.bootstrap, seed)
+    out: dict[str, dict[str, Any]] = {}
+    for name, scores in references(s, info, rows).items():
+        out[name] = metrics_of(rows, scores, draws)
+    for model in args.models:
+        print(f"seed {seed}: training {model}", flush=True)
+        scores, facts = train_and_score(s, model, info["test_day"], test)
+        out[model] = {**metrics_of(rows, scores, draws), "training": facts}
+    pairs = [{"a": a, "b": b, "metric": metric, **paired(out[a], out[b], metric)}
+             for a in args.models for b in [*REFERENCES, *(x for x in args.models if x != a and x == "eta_dual")]
+             for metric in ("auc", "gauc")]
+    rows_out = {k: {kk: vv for kk, vv in v.items() if kk != "_reps"} for k, v in out.items()}
+    return {"rows": rows_out, "pairs": pairs, "users": int(rows["user_id"].nunique())}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mapping", type=Path, default=REPO / "mappings" / "driver.yaml")
+    ap.add_argument("--live", type=Path, default=REAL / "driver" / "interactions.csv")
+    ap.add_argument("--products", type=Path, default=None, help="product log (with a two-domain mapping)")
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--train-days", type=int, default=14, help="days before the test day that train (default 14)")
+    ap.add_argument("--max-minutes", type=float, default=5.0, help="train.max_minutes per model")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="user draws per seed")
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="settings override")
+    ap.add_argument("--data-root", type=Path, default=None, help="default data/real_logs/<mapping name>")
+    ap.add_argument("--note", default="", help="a sentence for the report (e.g. the machine's load)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder of real_logs_<mapping>.{json,md}")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    import torch
+
+    args = parse(argv)
+    name = args.mapping.stem
+    root = (args.data_root or REPO / "data" / "real_logs" / name).resolve()
+    t0 = time.perf_counter()
+    info = prepare(args, root)
+    report: dict[str, Any] = {
+        "mapping": name, "live": str(args.live), "products": str(args.products) if args.products else None,
+        "profile": args.profile, "set": args.set, "train_days": args.train_days, "max_minutes": args.max_minutes,
+        "bootstrap": args.bootstrap, "commit": _git_commit(), "note": args.note, "data": info,
+        "machine": {"cores": os.cpu_count(), "cpu_model": cpu_model(), "torch": torch.__version__,
+                    "load_avg_at_start": os.getloadavg()},
+        "seeds": {}}
+    for seed in args.seeds:
+        report["seeds"][str(seed)] = run_seed(args, root, info, seed)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"real_logs_{name}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (args.out / f"real_logs_{name}.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
