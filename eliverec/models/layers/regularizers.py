@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+#: dVar below this counts as a constant input (dCor 0): centred distances of identical rows are ~1e-22.
+_MIN_DVAR = 1e-12
+
 
 def _centered_distances(x: Tensor) -> Tensor:
     """Double-centred pairwise Euclidean distance matrix of the rows of ``x`` (B, d)."""
@@ -24,13 +27,19 @@ def distance_correlation(x: Tensor, y: Tensor) -> Tensor:
     >>> x = torch.randn(64, 3, dtype=torch.float64)
     >>> round(float(distance_correlation(x, x)), 4), round(float(distance_correlation(x, 2 * x + 1)), 4)
     (1.0, 1.0)
+    >>> round(float(distance_correlation(x, torch.zeros(64, 3, dtype=torch.float64))), 4)  # constant: dVar = 0
+    0.0
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"distance_correlation needs the same number of rows, got {x.shape[0]} and {y.shape[0]}")
     a, b = _centered_distances(x), _centered_distances(y)
     dcov2 = (a * b).mean().clamp(min=0)
-    dvar = ((a * a).mean() * (b * b).mean()).sqrt()
-    return torch.sqrt(dcov2 / dvar.clamp(min=1e-12) + 1e-12)
+    vx, vy = (a * a).mean(), (b * b).mean()
+    # A constant input (a domain whose every sequence in the batch is empty) has dVar = 0, and dCor is 0 by
+    # definition. The double `where` keeps its gradient 0, not 0 * inf = NaN through sqrt at 0.
+    spread = (vx > _MIN_DVAR) & (vy > _MIN_DVAR)
+    dvar = torch.where(spread, vx * vy, torch.ones_like(vx)).sqrt()
+    return torch.sqrt(torch.where(spread, dcov2 / dvar, torch.zeros_like(dcov2)) + 1e-12)
 
 
 def info_nce(
