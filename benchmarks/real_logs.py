@@ -15,6 +15,7 @@ tuning on these logs) and scores the test day at its serving position (the feed 
 impressions is random, so the logged position carries no label). Two references need no training:
 
 - ``popularity``: the room's entries in the training window (what a non-personal ranker would show);
+- ``recent``: the room's entries by anyone in the hour before the impression (what is hot right now);
 - ``repeat``: the user's own earlier entries into that room (training window and test day, strictly
   before the impression), ties broken by popularity: the usual strong baseline on live-streaming
   logs, where people return to the rooms they know.
@@ -50,7 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
 RESULTS = REPO / "benchmarks" / "results"
 MODELS = ["eliverec", "eta_dual", "din_dual", "wdl_dual"]
-REFERENCES = ["popularity", "repeat"]
+REFERENCES = ["popularity", "recent", "repeat"]
+RECENT_MS = 3_600_000  # the "recent" reference counts a room's entries in the hour before the impression
 CONFIDENCE = 0.95
 
 
@@ -146,21 +148,27 @@ def references(settings: Any, info: dict[str, Any], rows: Any) -> dict[str, np.n
     seen = window[window["watch"] > 0]
     pop = rows["channel_id"].map(seen["channel_id"].value_counts()).fillna(0).to_numpy(np.float64)
     history = pd.concat([seen, rows[rows["watch"] > 0]], ignore_index=True)
-    return {"popularity": pop, "repeat": _earlier(history, rows) + pop / (pop.max() + 1.0)}
+    tie = pop / (pop.max() + 1.0)  # < 1: orders only rows with equal counts
+    return {"popularity": pop,
+            "recent": _earlier(history, rows, ["channel_id"], RECENT_MS) + tie,
+            "repeat": _earlier(history, rows, ["user_id", "channel_id"]) + tie}
 
 
-def _earlier(history: Any, rows: Any) -> np.ndarray:
-    """Per row, the user's entries into the row's room strictly before the row's time (vectorised)."""
+def _earlier(history: Any, rows: Any, keys: list[str], window_ms: int | None = None) -> np.ndarray:
+    """Per row, the entries of ``history`` with the row's ``keys`` strictly before the row's time, and
+    within ``window_ms`` of it when given (vectorised: one sort and two binary searches)."""
     import pandas as pd
 
-    keys = pd.MultiIndex.from_frame(pd.concat([history, rows])[["user_id", "channel_id"]])
-    codes = pd.factorize(keys)[0].astype(np.int64)
+    both = pd.concat([history[keys], rows[keys]], ignore_index=True)
+    codes = pd.factorize(pd.MultiIndex.from_frame(both) if len(keys) > 1 else both[keys[0]])[0].astype(np.int64)
     h_code, r_code = codes[: len(history)], codes[len(history):]
-    t0 = min(int(history["ts"].min()), int(rows["ts"].min()))
+    reach = window_ms or 0
+    t0 = min(int(history["ts"].min()), int(rows["ts"].min())) - reach - 1  # keeps row - window in the row's block
     span = int(max(history["ts"].max(), rows["ts"].max())) - t0 + 1
     h = np.sort(h_code * span + (history["ts"].to_numpy(np.int64) - t0))
     r = r_code * span + (rows["ts"].to_numpy(np.int64) - t0)
-    return (np.searchsorted(h, r, side="left") - np.searchsorted(h, r_code * span, side="left")).astype(np.float64)
+    start = r - window_ms if window_ms else r_code * span
+    return (np.searchsorted(h, r, side="left") - np.searchsorted(h, start, side="left")).astype(np.float64)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -180,6 +188,30 @@ def train_and_score(settings: Any, model: str, test_day: str, test: Any) -> tupl
                      torch.device("cpu"))["watch"].astype(np.float64)
     return scores, {"steps": result.steps, "stop_reason": result.stop_reason, "val_auc": result.metrics.get("val/auc"),
                     "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def cached_scores(settings: Any, model: str, info: dict[str, Any], test: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`train_and_score`, kept beside the data (``scores/<model>-seed<k>-<fingerprint>.npz``), so a
+    report with other references or draws reuses trained models; the key is the data and the settings."""
+    tree = with_model_tree(settings, model)
+    key = hashlib.sha256(json.dumps([info["fingerprint"], tree], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = Path(settings.data_dir).parent / "scores" / f"{model}-seed{settings.seed}-{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["scores"], json.loads(str(z["facts"]))
+    print(f"seed {settings.seed}: training {model}", flush=True)
+    scores, facts = train_and_score(settings, model, info["test_day"], test)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, scores=scores, facts=np.str_(json.dumps(facts)))
+    return scores, facts
+
+
+def with_model_tree(settings: Any, model: str) -> dict[str, Any]:
+    """The sections a model's result depends on (model, train, features, seed), as plain data."""
+    from eliverec.training.trainer import with_model
+
+    tree = with_model(settings, model).section_dict()
+    return {k: tree[k] for k in ("seed", "model", "train", "features")}
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -249,8 +281,7 @@ def run_seed(args: argparse.Namespace, root: Path, info: dict[str, Any], seed: i
     for name, scores in references(s, info, rows).items():
         out[name] = metrics_of(rows, scores, draws)
     for model in args.models:
-        print(f"seed {seed}: training {model}", flush=True)
-        scores, facts = train_and_score(s, model, info["test_day"], test)
+        scores, facts = cached_scores(s, model, info, test)
         out[model] = {**metrics_of(rows, scores, draws), "training": facts}
     pairs = [{"a": a, "b": b, "metric": metric, **paired(out[a], out[b], metric)}
              for a in args.models for b in [*REFERENCES, *(x for x in args.models if x != a and x == "eta_dual")]

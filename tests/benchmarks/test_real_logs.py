@@ -30,8 +30,11 @@ def test_earlier_counts_the_users_own_entries_into_that_room_strictly_before(rl:
                          "ts": rng.integers(0, 60, 80)})
     brute = [((history.user_id == r.user_id) & (history.channel_id == r.channel_id) & (history.ts < r.ts)).sum()
              for r in rows.itertuples()]
-    assert rl._earlier(history, rows).tolist() == brute
+    assert rl._earlier(history, rows, ["user_id", "channel_id"]).tolist() == brute
     assert max(brute) > 0 and min(brute) == 0  # both cases occur
+    recent = [((history.channel_id == r.channel_id) & (history.ts < r.ts) & (history.ts >= r.ts - 7)).sum()
+              for r in rows.itertuples()]
+    assert rl._earlier(history, rows, ["channel_id"], 7).tolist() == recent and max(recent) > 0
 
 
 def test_paired_verdicts(rl: ModuleType) -> None:
@@ -60,10 +63,13 @@ def test_the_benchmark_runs_on_a_slice_of_the_real_log(rl: ModuleType, tmp_path:
     assert rl.main(args) == 0
     report = json.loads((out / "real_logs_driver.json").read_text())
     rows = report["seeds"]["0"]["rows"]
-    assert set(rows) == {"popularity", "repeat", "wdl_dual"}
+    assert set(rows) == {"popularity", "recent", "repeat", "wdl_dual"}
     assert all(0.0 <= r["auc"] <= 1.0 for r in rows.values()) and rows["wdl_dual"]["training"]["steps"] > 0
     pairs = report["seeds"]["0"]["pairs"]
-    assert {(p["a"], p["b"]) for p in pairs} == {("wdl_dual", "popularity"), ("wdl_dual", "repeat")}
+    assert {(p["a"], p["b"]) for p in pairs} == {("wdl_dual", r) for r in ("popularity", "recent", "repeat")}
     assert all(p["lo"] <= p["diff"] <= p["hi"] or p["verdict"] != "n.s." for p in pairs)
     assert report["data"]["vocab"]["user"] > 2 * report["data"]["import"]["users"]
     assert "| wdl_dual - repeat | auc |" in (out / "real_logs_driver.md").read_text()
+    scores = list((tmp_path / "root" / "scores").glob("wdl_dual-seed0-*.npz"))
+    assert len(scores) == 1  # a second report reuses the trained model's scores
+    assert rl.main(args) == 0 and json.loads((out / "real_logs_driver.json").read_text())["seeds"]["0"]["rows"] == rows
