@@ -12,13 +12,16 @@ for the last day (the test day) with the ``--train-days`` days before it.
 Every model trains the same way (:func:`eliverec.training.trainer.train`: early stopping on the
 validation tail of the training days, ``train.max_minutes`` per model, the profile's settings; no
 tuning on these logs) and scores the test day at its serving position (the feed order of derived
-impressions is random, so the logged position carries no label). Two references need no training:
+impressions is random, so the logged position carries no label). Four references need no network:
 
 - ``popularity``: the room's entries in the training window (what a non-personal ranker would show);
 - ``recent``: the room's entries by anyone in the hour before the impression (what is hot right now);
 - ``repeat``: the user's own earlier entries into that room (training window and test day, strictly
   before the impression), ties broken by popularity: the usual strong baseline on live-streaming
-  logs, where people return to the rooms they know.
+  logs, where people return to the rooms they know;
+- ``trees``: the paper tables' feature-trees reference, gradient-boosted trees on the user-candidate
+  match counts and the room's live context (viewers, age of its stats), fitted on the training days:
+  what a few hand-made features hold (:mod:`eliverec.evaluation.reference`).
 
 Statistics: per seed, the test day's users (raw ids, not hashed ones) are resampled with
 replacement ``--bootstrap`` times, the same draws for every model and reference
@@ -51,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
 RESULTS = REPO / "benchmarks" / "results"
 MODELS = ["eliverec", "eta_dual", "din_dual", "wdl_dual"]
-REFERENCES = ["popularity", "recent", "repeat"]
+REFERENCES = ["popularity", "recent", "repeat", "trees"]
 RECENT_MS = 3_600_000  # the "recent" reference counts a room's entries in the hour before the impression
 CONFIDENCE = 0.95
 
@@ -138,7 +141,7 @@ def test_frame(settings: Any, test_day: str) -> Any:
     return rows, test
 
 
-def references(settings: Any, info: dict[str, Any], rows: Any) -> dict[str, np.ndarray]:
+def references(settings: Any, info: dict[str, Any], rows: Any, test: Any) -> dict[str, np.ndarray]:
     """Scores of the untrained references for the test rows (module docstring)."""
     import pandas as pd
 
@@ -151,7 +154,19 @@ def references(settings: Any, info: dict[str, Any], rows: Any) -> dict[str, np.n
     tie = pop / (pop.max() + 1.0)  # < 1: orders only rows with equal counts
     return {"popularity": pop,
             "recent": _earlier(history, rows, ["channel_id"], RECENT_MS) + tie,
-            "repeat": _earlier(history, rows, ["user_id", "channel_id"]) + tie}
+            "repeat": _earlier(history, rows, ["user_id", "channel_id"]) + tie,
+            "trees": _trees(settings, days, test, settings.seed)}
+
+
+def _trees(settings: Any, days: list[str], test: Any, seed: int) -> np.ndarray:
+    """The paper tables' feature-trees reference (:mod:`eliverec.evaluation.reference`): gradient-boosted
+    trees on the user-candidate match counts and the room's live context, fitted on the training days."""
+    from eliverec.evaluation.reference import INPUT_KEYS, tree_scores
+    from eliverec.features.dataset import load_days
+
+    keys = (*INPUT_KEYS, "watch")
+    train = load_days(settings.data_dir, days)
+    return tree_scores({k: train.column(k) for k in keys}, {k: test.column(k) for k in keys}, seed)
 
 
 def _earlier(history: Any, rows: Any, keys: list[str], window_ms: int | None = None) -> np.ndarray:
@@ -278,7 +293,7 @@ def run_seed(args: argparse.Namespace, root: Path, info: dict[str, Any], seed: i
     rows, test = test_frame(s, info["test_day"])
     draws = user_draws(rows["user_id"].to_numpy(), args.bootstrap, seed)
     out: dict[str, dict[str, Any]] = {}
-    for name, scores in references(s, info, rows).items():
+    for name, scores in references(s, info, rows, test).items():
         out[name] = metrics_of(rows, scores, draws)
     for model in args.models:
         scores, facts = cached_scores(s, model, info, test)

@@ -63,10 +63,10 @@ def test_the_benchmark_runs_on_a_slice_of_the_real_log(rl: ModuleType, tmp_path:
     assert rl.main(args) == 0
     report = json.loads((out / "real_logs_driver.json").read_text())
     rows = report["seeds"]["0"]["rows"]
-    assert set(rows) == {"popularity", "recent", "repeat", "wdl_dual"}
+    assert set(rows) == {"popularity", "recent", "repeat", "trees", "wdl_dual"}
     assert all(0.0 <= r["auc"] <= 1.0 for r in rows.values()) and rows["wdl_dual"]["training"]["steps"] > 0
     pairs = report["seeds"]["0"]["pairs"]
-    assert {(p["a"], p["b"]) for p in pairs} == {("wdl_dual", r) for r in ("popularity", "recent", "repeat")}
+    assert {(p["a"], p["b"]) for p in pairs} == {("wdl_dual", r) for r in ("popularity", "recent", "repeat", "trees")}
     assert all(p["lo"] <= p["diff"] <= p["hi"] or p["verdict"] != "n.s." for p in pairs)
     assert report["data"]["vocab"]["user"] > 2 * report["data"]["import"]["users"]
     assert "| wdl_dual - repeat | auc |" in (out / "real_logs_driver.md").read_text()
