@@ -23,13 +23,16 @@ impressions is random, so the logged position carries no label). Four references
   match counts and the room's live context (viewers, age of its stats), fitted on the training days:
   what a few hand-made features hold (:mod:`eliverec.evaluation.reference`).
 
-Statistics: per seed, the test day's users (raw ids, not hashed ones) are resampled with
+Statistics: the test day's users (raw ids, not hashed ones) are resampled with
 replacement ``--bootstrap`` times, the same draws for every model and reference
 (:func:`eliverec.evaluation.gate.user_draws`), and each model's AUC and gAUC are recomputed under
 every draw; a difference is ``above`` / ``below`` only when its 95 % percentile interval excludes 0.
-Seeds change the models' initialisation and batch order, not the data.
+Seeds change the models' initialisation and batch order, not the data; the user draws are the same on
+every seed, so with several seeds the combined interval is that of the seed-averaged replicate
+differences (it covers the users' sampling noise given the trained models; the per-seed column shows
+the training noise).
 
-Run: ``python benchmarks/real_logs.py`` (about 10-20 minutes on 2 cores); results in
+Run: ``python benchmarks/real_logs.py --seeds 0 1`` (about 13 minutes a seed on 2 cores); results in
 ``benchmarks/results/real_logs_<mapping>.{json,md}``. Data and checkpoints go under
 ``data/real_logs/<mapping>/`` (git-ignored; the logs themselves are not copied into the repository).
 """
@@ -57,6 +60,7 @@ MODELS = ["eliverec", "eta_dual", "din_dual", "wdl_dual"]
 REFERENCES = ["popularity", "recent", "repeat", "trees"]
 RECENT_MS = 3_600_000  # the "recent" reference counts a room's entries in the hour before the impression
 CONFIDENCE = 0.95
+BOOT_SEED = 0  # the user draws' seed, the same for every training seed (paired across seeds too)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -128,7 +132,7 @@ def prepare(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return info
 
 
-def test_frame(settings: Any, test_day: str) -> Any:
+def day_rows(settings: Any, test_day: str) -> Any:
     """The test day's rows in tensor order: raw user id, room, time, label (``samples.parquet``)."""
     import pandas as pd
 
@@ -263,6 +267,14 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['bootstrap']} user draws, {m['cores']} cores ({m['cpu_model']}), code {report['commit']}.", ""]
     if report.get("note"):
         lines += [report["note"], ""]
+    if report.get("combined"):
+        lines += [f"## All {len(report['seeds'])} seeds (mean difference; interval of the seed-averaged draws)", "",
+                  "| comparison | metric | difference | 95 % interval | verdict | per seed |",
+                  "| --- | --- | ---: | --- | --- | --- |"]
+        for c in report["combined"]:
+            lines.append(f"| {c['a']} - {c['b']} | {c['metric']} | {c['diff']:+.4f} | [{c['lo']:+.4f}, "
+                         f"{c['hi']:+.4f}] | {c['verdict']} | {', '.join(f'{d:+.4f}' for d in c['per_seed'])} |")
+        lines.append("")
     for seed, block in report["seeds"].items():
         lines += [f"## Seed {seed}", "", "| model | AUC | gAUC | Prec@10 | NDCG@10 | steps | stopped by | train s |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
@@ -290,8 +302,8 @@ def run_seed(args: argparse.Namespace, root: Path, info: dict[str, Any], seed: i
     from eliverec.evaluation.gate import user_draws
 
     s = settings_for(args, root, seed, info["vocab"])
-    rows, test = test_frame(s, info["test_day"])
-    draws = user_draws(rows["user_id"].to_numpy(), args.bootstrap, seed)
+    rows, test = day_rows(s, info["test_day"])
+    draws = user_draws(rows["user_id"].to_numpy(), args.bootstrap, BOOT_SEED)  # the same draws on every seed
     out: dict[str, dict[str, Any]] = {}
     for name, scores in references(s, info, rows, test).items():
         out[name] = metrics_of(rows, scores, draws)
@@ -299,10 +311,43 @@ def run_seed(args: argparse.Namespace, root: Path, info: dict[str, Any], seed: i
         scores, facts = cached_scores(s, model, info, test)
         out[model] = {**metrics_of(rows, scores, draws), "training": facts}
     pairs = [{"a": a, "b": b, "metric": metric, **paired(out[a], out[b], metric)}
-             for a in args.models for b in [*REFERENCES, *(x for x in args.models if x != a and x == "eta_dual")]
-             for metric in ("auc", "gauc")]
+             for a, b in comparisons(args.models) for metric in ("auc", "gauc")]
     rows_out = {k: {kk: vv for kk, vv in v.items() if kk != "_reps"} for k, v in out.items()}
-    return {"rows": rows_out, "pairs": pairs, "users": int(rows["user_id"].nunique())}
+    return {"rows": rows_out, "pairs": pairs, "users": int(rows["user_id"].nunique()),
+            "_reps": {k: v["_reps"] for k, v in out.items()}}
+
+
+def comparisons(models: list[str]) -> list[tuple[str, str]]:
+    """Every model against every reference; the first model (eLiveRec) against every other model; the others
+    against ETA dual (the paper's online baseline).
+
+    >>> comparisons(["eliverec", "eta_dual", "wdl_dual"])[-3:]
+    [('wdl_dual', 'repeat'), ('wdl_dual', 'trees'), ('wdl_dual', 'eta_dual')]
+    """
+    out = []
+    for i, a in enumerate(models):
+        rivals = models[1:] if i == 0 else [m for m in models[1:] if m == "eta_dual" and m != a]
+        out += [(a, b) for b in [*REFERENCES, *rivals]]
+    return out
+
+
+def combined(seeds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every seed's pairs averaged over seeds: the mean difference and the percentile interval of the
+    seed-averaged replicate differences (the draws are the same users on every seed, so draw b of every
+    seed is averaged: the bootstrap distribution of the mean over seeds, given the trained models)."""
+    from eliverec.evaluation.gate import percentile_interval
+
+    first = next(iter(seeds.values()))
+    out = []
+    for p in first["pairs"]:
+        a, b, metric = p["a"], p["b"], p["metric"]
+        diffs = [blk["rows"][a][metric] - blk["rows"][b][metric] for blk in seeds.values()]
+        reps = np.mean([blk["_reps"][a][metric] - blk["_reps"][b][metric] for blk in seeds.values()], axis=0)
+        lo, hi = percentile_interval(reps, CONFIDENCE)
+        out.append({"a": a, "b": b, "metric": metric, "diff": float(np.mean(diffs)), "lo": lo, "hi": hi,
+                    "verdict": "above" if lo > 0 else "below" if hi < 0 else "n.s.",
+                    "per_seed": [float(d) for d in diffs]})
+    return out
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -319,7 +364,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="settings override")
     ap.add_argument("--data-root", type=Path, default=None, help="default data/real_logs/<mapping name>")
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. the machine's load)")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder of real_logs_<mapping>.{json,md}")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder of real_logs_<mapping>[_<tag>].{json,md}")
+    ap.add_argument("--tag", default="", help="suffix of the result files (a variant run)")
     return ap.parse_args(argv)
 
 
@@ -334,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     info = prepare(args, root)
     report: dict[str, Any] = {
-        "mapping": name, "live": str(args.live), "products": str(args.products) if args.products else None,
+        "mapping": name, "tag": args.tag, "models": args.models, "live": str(args.live),
+        "products": str(args.products) if args.products else None,
         "profile": args.profile, "set": args.set, "train_days": args.train_days, "max_minutes": args.max_minutes,
         "bootstrap": args.bootstrap, "commit": _git_commit(), "note": args.note, "data": info,
         "machine": {"cores": os.cpu_count(), "cpu_model": cpu_model(), "torch": torch.__version__,
@@ -342,10 +389,15 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": {}}
     for seed in args.seeds:
         report["seeds"][str(seed)] = run_seed(args, root, info, seed)
+    if len(args.seeds) > 1:
+        report["combined"] = combined(report["seeds"])
+    for block in report["seeds"].values():
+        block.pop("_reps")
     report["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"real_logs_{name}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    (args.out / f"real_logs_{name}.md").write_text(markdown(report))
+    stem = f"real_logs_{name}" + (f"_{args.tag}" if args.tag else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

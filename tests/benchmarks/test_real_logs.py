@@ -73,3 +73,14 @@ def test_the_benchmark_runs_on_a_slice_of_the_real_log(rl: ModuleType, tmp_path:
     scores = list((tmp_path / "root" / "scores").glob("wdl_dual-seed0-*.npz"))
     assert len(scores) == 1  # a second report reuses the trained model's scores
     assert rl.main(args) == 0 and json.loads((out / "real_logs_driver.json").read_text())["seeds"]["0"]["rows"] == rows
+
+
+def test_combined_averages_the_seeds_draw_by_draw(rl: ModuleType) -> None:
+    reps = np.linspace(-1, 1, 201)
+    seeds = {str(k): {"pairs": [{"a": "m", "b": "r", "metric": "auc"}],
+                      "rows": {"m": {"auc": 0.8 + 0.01 * k}, "r": {"auc": 0.7}},
+                      "_reps": {"m": {"auc": 0.8 + 0.01 * k + 0.001 * reps}, "r": {"auc": 0.7 + 0.0 * reps}}}
+             for k in (0, 1)}
+    (c,) = rl.combined(seeds)
+    assert c["diff"] == pytest.approx(0.105) and c["per_seed"] == pytest.approx([0.1, 0.11])
+    assert c["lo"] == pytest.approx(0.105 - 0.001 * 0.95, abs=1e-4) and c["verdict"] == "above"
