@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eliverec.data.atomic import write_bytes_atomic
+from eliverec.data.atomic import stage_lock, write_bytes_atomic
 from eliverec.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,21 @@ def _context(data_dir: str | None) -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
-    if data_dir is None:
-        ctx = gx.get_context(mode="ephemeral")
-    else:
-        repair_store(Path(data_dir))
-        ctx = gx.get_context(mode="file", project_root_dir=str(gx_project_dir(Path(data_dir)).parent))
-    ctx.variables.progress_bars = {"globally": False, "profilers": False, "metric_calculations": False}
+    with _store_lock(data_dir):
+        if data_dir is None:
+            ctx = gx.get_context(mode="ephemeral")
+        else:
+            repair_store(Path(data_dir))
+            ctx = gx.get_context(mode="file", project_root_dir=str(gx_project_dir(Path(data_dir)).parent))
+        ctx.variables.progress_bars = {"globally": False, "profilers": False, "metric_calculations": False}
     return ctx
+
+
+def _store_lock(data_dir: str | Path | None) -> contextlib.AbstractContextManager[Any]:
+    """The data root's GX-store lock (``.locks/gx-store.lock``), held while a process writes the store or
+    repairs it, so that :func:`repair_store` never takes another live process's write for a killed one;
+    nothing to hold for an ephemeral context (``None``)."""
+    return contextlib.nullcontext() if data_dir is None else stage_lock(Path(data_dir), "gx-store")
 
 
 #: The GX stores whose files :func:`repair_store` checks (one JSON object per suite, definition, checkpoint).
@@ -136,6 +144,7 @@ def repair_store(data_dir: Path) -> list[Path]:
     deleted) to :meth:`DataLayout.gx_set_aside` and saved again on this run. A broken
     ``great_expectations.yml`` (the data sources the definitions point at) moves the three stores with
     it. Stored validation results and Data Docs are kept: GX already skips an unreadable result.
+    Called under :func:`_store_lock`, which every write of the store holds.
     """
     project = gx_project_dir(data_dir)
     if not project.is_dir():
@@ -277,7 +286,8 @@ def run_suite(
     (False, [-2])
     """
     ctx = _context(None if data_dir is None else str(Path(data_dir).resolve()))
-    cp = checkpoint(ctx, f"{suite}.{table}", expectations)
+    with _store_lock(data_dir):
+        cp = checkpoint(ctx, f"{suite}.{table}", expectations)
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 

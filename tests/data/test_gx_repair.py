@@ -65,3 +65,22 @@ def test_a_broken_config_moves_the_stores_that_point_into_it(tmp_path: Path) -> 
     assert {p.relative_to(p.parents[0]).name for p in moved} == \
         {"great_expectations.yml", "expectations", "validation_definitions", "checkpoints"}
     assert not (project / "checkpoints").exists()
+
+
+def test_no_repair_while_another_process_holds_the_store(tmp_path: Path) -> None:
+    """A file being written by a live run (it holds ``.locks/gx-store.lock``) is not taken for a killed write."""
+    import threading
+
+    from eliverec.data.atomic import stage_lock
+
+    _validate(tmp_path)
+    suite = gx_project_dir(tmp_path) / STORED[0]
+    suite.write_bytes(b"")  # what a writer's file looks like mid-write
+    results: list[validation.SuiteResult] = []
+    with stage_lock(tmp_path, "gx-store"):  # the "other process" (another lock file handle)
+        opener = threading.Thread(target=lambda: results.append(_validate(tmp_path)))
+        opener.start()
+        opener.join(timeout=2.0)
+        assert opener.is_alive() and suite.read_bytes() == b"", "waited for the lock, touched nothing"
+    opener.join(timeout=60)
+    assert results and results[0].success is False and suite.read_bytes() != b""
