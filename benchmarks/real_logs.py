@@ -85,6 +85,22 @@ def _digest(paths: list[Path], extra: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def code_version() -> str:
+    """The git tree of ``eliverec/`` (plus a digest of its uncommitted changes): cached data and scores of
+    other code are not reused. ``unknown`` outside a git checkout."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+    try:
+        tree = git("rev-parse", "HEAD:eliverec").strip()
+        dirty = git("diff", "HEAD", "--", "eliverec")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return tree[:12] + (f"+{hashlib.sha256(dirty.encode()).hexdigest()[:8]}" if dirty else "")
+
+
 def settings_for(args: argparse.Namespace, root: Path, seed: int, vocab: dict[str, int] | None = None) -> Any:
     """The profile's settings on this data root, with the benchmark's own MLflow store and no model logging."""
     from eliverec.config import load_settings
@@ -107,7 +123,8 @@ def prepare(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         if not p.is_file():
             raise SystemExit(f"{p}: not found. The real samples live in ../shared/data/real (see its README); "
                              "give --live/--products/--mapping paths that exist")
-    fp = _digest(inputs, {"train_days": args.train_days, "profile": args.profile, "set": args.set})
+    fp = _digest(inputs, {"train_days": args.train_days, "profile": args.profile, "set": args.set,
+                          "code": code_version()})
     done = root / "_prepared.json"
     if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp:
         return json.loads(done.read_text())
@@ -211,9 +228,11 @@ def train_and_score(settings: Any, model: str, test_day: str, test: Any) -> tupl
 
 def cached_scores(settings: Any, model: str, info: dict[str, Any], test: Any) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`train_and_score`, kept beside the data (``scores/<model>-seed<k>-<fingerprint>.npz``), so a
-    report with other references or draws reuses trained models; the key is the data and the settings."""
+    report with other references or draws reuses trained models; the key is the data, the settings and
+    :func:`code_version`."""
     tree = with_model_tree(settings, model)
-    key = hashlib.sha256(json.dumps([info["fingerprint"], tree], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    parts = [info["fingerprint"], tree, code_version()]
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
     path = Path(settings.data_dir).parent / "scores" / f"{model}-seed{settings.seed}-{key}.npz"
     if path.is_file():
         with np.load(path) as z:
