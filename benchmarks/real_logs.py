@@ -128,8 +128,11 @@ def prepare(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     done = root / "_prepared.json"
     if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp:
         return json.loads(done.read_text())
+    if root.exists() and any(root.iterdir()) and not done.is_file():
+        raise SystemExit(f"{root}: exists and was not made by this benchmark (no _prepared.json); "
+                         "give a new or empty --data-root (this one would be replaced)")
     if root.exists():
-        shutil.rmtree(root)
+        shutil.rmtree(root)  # this benchmark's own data of other inputs, settings or code
     plain = settings_for(args, root, 0)
     summary = import_logs(plain, live=args.live, products=args.products, mapping=args.mapping)
     vocab = {"user": _next_prime(2 * int(summary["users"]) + 1),
@@ -138,7 +141,11 @@ def prepare(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         vocab["product"] = max(plain.features.vocab["product"], _next_prime(2 * int(summary["products"]) + 1))
     s = settings_for(args, root, 0, vocab)
     shown = {date: ingest_day(s, date)["tables"]["impression"]["rows"] or 0 for date in summary["dates"]}
-    test_day = max(d for d, n in shown.items() if n > 0)  # room stats may run past the last entry
+    days = [d for d, n in shown.items() if n > 0]
+    if len(days) < 2:
+        raise SystemExit(f"{args.live}: impressions on {len(days)} day(s) after the import; the benchmark needs "
+                         "training days and a test day")
+    test_day = days[-1]  # room stats may run past the last entry
     build = build_features(s, test_day)
     info = {"fingerprint": fp, "test_day": test_day, "dates": [d for d in summary["dates"] if d <= test_day],
             "vocab": vocab,

@@ -51,6 +51,20 @@ def test_a_missing_log_is_refused_with_where_to_find_it(rl: ModuleType, tmp_path
     assert not (tmp_path / "root").exists()
 
 
+def test_a_data_root_it_did_not_make_is_never_replaced(rl: ModuleType, tmp_path: Path) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("name: m\n")
+    live = tmp_path / "live.csv"
+    live.write_text("user_id,room_id,ts_sec\n")
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "mine.txt").write_text("a user's own file")
+    args = rl.parse(["--live", str(live), "--mapping", str(mapping), "--data-root", str(root)])
+    with pytest.raises(SystemExit, match="was not made by this benchmark"):
+        rl.prepare(args, root)
+    assert (root / "data" / "mine.txt").read_text() == "a user's own file"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not DRIVER.is_file(), reason=f"real samples not found at {DRIVER}")
 def test_the_benchmark_runs_on_a_slice_of_the_real_log(rl: ModuleType, tmp_path: Path) -> None:
