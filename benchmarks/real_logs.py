@@ -52,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
+from paper_tables import significance  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
@@ -278,8 +279,7 @@ def paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> dict[str, Any]:
     from eliverec.evaluation.gate import percentile_interval
 
     lo, hi = percentile_interval(a["_reps"][metric] - b["_reps"][metric], CONFIDENCE)
-    verdict = "above" if lo > 0 else "below" if hi < 0 else "n.s."
-    return {"diff": float(a[metric] - b[metric]), "lo": lo, "hi": hi, "verdict": verdict}
+    return {"diff": float(a[metric] - b[metric]), "lo": lo, "hi": hi, "verdict": significance(lo, hi)}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -371,7 +371,7 @@ def combined(seeds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         reps = np.mean([blk["_reps"][a][metric] - blk["_reps"][b][metric] for blk in seeds.values()], axis=0)
         lo, hi = percentile_interval(reps, CONFIDENCE)
         out.append({"a": a, "b": b, "metric": metric, "diff": float(np.mean(diffs)), "lo": lo, "hi": hi,
-                    "verdict": "above" if lo > 0 else "below" if hi < 0 else "n.s.",
+                    "verdict": significance(lo, hi),
                     "per_seed": [float(d) for d in diffs]})
     return out
 

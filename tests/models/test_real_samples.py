@@ -29,14 +29,19 @@ def real(tmp_path_factory: pytest.TempPathFactory):
     return root, batches
 
 
+def _trainable(root: Path, name: str) -> tuple[torch.nn.Module, MultiTaskLoss, torch.optim.Optimizer]:
+    """Model ``name`` (tiny profile, seeded), its loss and an Adam over both, in training mode."""
+    torch.manual_seed(0)
+    s = tiny(root, *SMALL, f"model.name={name}")
+    model, loss = build_model(s), MultiTaskLoss(s)
+    model.train()
+    return model, loss, torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=1e-2)
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_model_trains_on_real_samples(real, name: str) -> None:
     root, batches = real
-    s = tiny(Path(root), *SMALL, f"model.name={name}")
-    torch.manual_seed(0)
-    model, loss = build_model(s), MultiTaskLoss(s)
-    opt = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=1e-2)
-    model.train()
+    model, loss, opt = _trainable(Path(root), name)
     totals = []
     for batch in batches:
         out = model(batch)
@@ -59,11 +64,7 @@ def test_model_trains_when_a_whole_domain_is_empty(real, name: str) -> None:
     padding; every loss and gradient stays finite (eLiveRec's eq. 8 distance correlation of a constant
     input was 0 * inf = NaN in the backward pass before)."""
     root, batches = real
-    s = tiny(Path(root), *SMALL, f"model.name={name}")
-    torch.manual_seed(0)
-    model, loss = build_model(s), MultiTaskLoss(s)
-    opt = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=1e-2)
-    model.train()
+    model, loss, opt = _trainable(Path(root), name)
     for batch in batches:
         live_only = {**batch, "product_seq": torch.zeros_like(torch.as_tensor(batch["product_seq"])),
                      "product_len": torch.zeros_like(torch.as_tensor(batch["product_len"]))}
